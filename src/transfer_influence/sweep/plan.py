@@ -1,0 +1,115 @@
+"""What a sweep is: its data, its units, its groups of models, and the work of one group.
+
+Everything here is a pure function of the experiment config: any process (the in-process runner,
+a Ray worker, an array-job shard) rebuilds the same plan and trains model *i* on the same subset
+with the same seed, so results never depend on where or in which order models were trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from ..config import ExperimentConfig
+from ..data.build import build_transfer_data
+from ..data.suites import TransferData
+from ..models import build_model
+from ..outputs import TargetOutputs
+from ..training import finetune_group, pretrain_group, transfer_fixed_feature
+from .masks import subset_masks
+from .store import SweepStore
+
+
+def model_seed(sweep_seed: int, model_index: int) -> int:
+    """Seed of model ``model_index``'s initialisation and batch order (not its subset)."""
+    return int(np.random.default_rng([sweep_seed, model_index, 1]).integers(2**31 - 1))
+
+
+@dataclass
+class SweepPlan:
+    """A sweep ready to run: the config, its loaded data and the derived unit bookkeeping."""
+
+    config: ExperimentConfig
+    data: TransferData
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig) -> "SweepPlan":
+        """Load the config's data (cached per process by the data layer)."""
+        return cls(config, build_transfer_data(config.data, base_dir=config.base_dir))
+
+    @cached_property
+    def unit_names(self) -> list[str]:
+        """Names of the units a mask ranges over: source classes, or source examples as
+        ``"<class name>#<example index>"``."""
+        source = self.data.source
+        if self.config.sweep.unit == "class":
+            return list(source.class_names)
+        return [f"{source.class_names[label]}#{i}" for i, label in enumerate(source.labels)]
+
+    @property
+    def num_models(self) -> int:
+        """Models in the sweep."""
+        return self.config.sweep.num_models
+
+    def groups(self) -> list[np.ndarray]:
+        """The fixed partition of model indices into groups of ``group_size`` consecutive models;
+        every runner trains exactly these groups, so a group's models always train together."""
+        size = self.config.sweep.group_size
+        return [np.arange(start, min(start + size, self.num_models))
+                for start in range(0, self.num_models, size)]
+
+    def masks(self, indices: np.ndarray) -> np.ndarray:
+        """Masks ``[len(indices), units]`` of the given models."""
+        sweep = self.config.sweep
+        return subset_masks(sweep.seed, indices, len(self.unit_names), sweep.alpha)
+
+    def fingerprints(self) -> dict[str, str]:
+        """Content fingerprints of the three datasets, stamped into the store."""
+        return {
+            "source": self.data.source.fingerprint(),
+            "target_train": self.data.target_train.fingerprint(),
+            "target_test": self.data.target_test.fingerprint(),
+        }
+
+    def open_store(self, *, create: bool = True) -> SweepStore:
+        """The sweep's store, created if absent (``create``) and checked against this config."""
+        if not create:
+            return SweepStore.open(self.config.store_path(),
+                                   config_hash=self.config.config_hash())
+        target = self.data.target_test
+        return SweepStore.open_or_create(
+            self.config.store_path(),
+            num_models=self.num_models,
+            unit_names=self.unit_names,
+            target_labels=target.labels,
+            target_class_names=target.class_names,
+            config_hash=self.config.config_hash(),
+            fingerprints=self.fingerprints(),
+        )
+
+    def train_group(self, indices: np.ndarray) -> tuple[np.ndarray, TargetOutputs]:
+        """Pretrain models ``indices`` on their subsets, transfer them, and return their masks
+        ``[G, units]`` and target outputs ``[G, targets]``."""
+        config = self.config
+        masks = self.masks(indices)
+        source = self.data.source
+        image_shape = source.image_shape
+
+        def build():
+            return build_model(config.model.name, in_channels=image_shape[0],
+                               image_size=image_shape[1], num_classes=source.num_classes,
+                               **config.model.options)
+
+        seeds = [model_seed(config.sweep.seed, int(i)) for i in indices]
+        models = pretrain_group(build, source, masks, unit=config.sweep.unit, seeds=seeds,
+                                recipe=config.pretrain)
+        transfer = config.transfer
+        if transfer.mode == "fixed_feature":
+            outputs = transfer_fixed_feature(models, self.data.target_train,
+                                             self.data.target_test, l2=transfer.l2)
+        else:
+            outputs = finetune_group(models, self.data.target_train, self.data.target_test,
+                                     recipe=transfer.recipe, seeds=seeds)
+        return masks, outputs

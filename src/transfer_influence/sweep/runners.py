@@ -1,0 +1,134 @@
+"""Runners: who trains which groups of a sweep, all writing disjoint rows of one store.
+
+- :func:`run_local` trains every missing group in this process (the default).
+- :func:`run_shard` trains the groups of one shard of an array job (``--shard i --num-shards N``):
+  group ``k`` belongs to shard ``k % N``.
+- :func:`run_ray` sends one task per missing group to a Ray cluster (a local one by default).
+
+All three skip completed models, so rerunning after a kill resumes where the sweep stopped; and
+because a model's subset and seed depend only on ``(sweep seed, model index)``, the finished store
+is the same whichever runner, shard count or interruption produced it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..config import ExperimentConfig
+from ..errors import ConfigError
+from .plan import SweepPlan
+from .store import SweepStore
+
+logger = logging.getLogger(__name__)
+
+
+def pending_work(plan: SweepPlan, store: SweepStore, *, shard: int = 0, num_shards: int = 1
+                 ) -> list[np.ndarray]:
+    """The missing models of each group of ``shard``, one array per group that has any."""
+    if num_shards < 1 or not 0 <= shard < num_shards:
+        raise ConfigError(f"shard must lie in [0, num_shards) with num_shards >= 1; got shard"
+                          f" {shard} of {num_shards}.")
+    done = store.completed()
+    work = []
+    for k, group in enumerate(plan.groups()):
+        missing = group[~done[group]]
+        if k % num_shards == shard and missing.size:
+            work.append(missing)
+    return work
+
+
+def _progress(total: int, done: int, quiet: bool, desc: str) -> tqdm:
+    return tqdm(total=total, initial=done, unit="model", desc=desc, dynamic_ncols=True,
+                disable=quiet or not sys.stderr.isatty())
+
+
+def _train_and_write(plan: SweepPlan, store: SweepStore, indices: np.ndarray) -> None:
+    masks, outputs = plan.train_group(indices)
+    store.write_models(indices, masks, outputs)
+
+
+def _run_in_process(plan: SweepPlan, store: SweepStore, work: Iterable[np.ndarray],
+                    quiet: bool, desc: str) -> None:
+    work = list(work)
+    todo = sum(len(group) for group in work)
+    started = time.perf_counter()
+    with _progress(store.num_models, store.num_models - todo, quiet, desc) as bar:
+        for indices in work:
+            _train_and_write(plan, store, indices)
+            bar.update(len(indices))
+    logger.info("trained %d models in %.1f s", todo, time.perf_counter() - started)
+
+
+def run_local(config: ExperimentConfig, *, quiet: bool = False) -> SweepStore:
+    """Train every missing model of the sweep in this process; returns the store."""
+    plan = SweepPlan.from_config(config)
+    store = plan.open_store()
+    _run_in_process(plan, store, pending_work(plan, store), quiet, "sweep")
+    return store
+
+
+def run_shard(config: ExperimentConfig, shard: int, num_shards: int, *, quiet: bool = False
+              ) -> SweepStore:
+    """Train the missing models of one array-job shard (group ``k`` goes to shard ``k % N``).
+
+    Create the store first (``transfer-influence run --init-only`` or any runner): concurrent
+    shards creating it at the same instant could race.
+    """
+    plan = SweepPlan.from_config(config)
+    store = plan.open_store()
+    work = pending_work(plan, store, shard=shard, num_shards=num_shards)
+    _run_in_process(plan, store, work, quiet, f"shard {shard}/{num_shards}")
+    return store
+
+
+_WORKER_PLANS: dict[str, SweepPlan] = {}
+
+
+def _ray_train_group(config: ExperimentConfig, indices: np.ndarray) -> int:
+    """A Ray task: rebuild (once per worker process) the plan, train one group, write it."""
+    key = config.config_hash()
+    if key not in _WORKER_PLANS:
+        _WORKER_PLANS[key] = SweepPlan.from_config(config)
+    plan = _WORKER_PLANS[key]
+    _train_and_write(plan, plan.open_store(create=False), indices)
+    return len(indices)
+
+
+def run_ray(config: ExperimentConfig, *, address: str | None = None,
+            num_cpus_per_task: float = 1.0, quiet: bool = False) -> SweepStore:
+    """Train every missing group as a Ray task; ``address`` joins an existing cluster, otherwise
+    a local one is started with this machine's cores.
+
+    Every worker must see the store path (a shared file system or an fsspec URL such as
+    ``s3://``) and the data (``TRANSFER_INFLUENCE_DATA``).
+    """
+    try:
+        import ray
+    except ImportError as error:
+        raise ConfigError("the Ray runner needs Ray: pip install 'transfer-influence[ray]'"
+                          ) from error
+    plan = SweepPlan.from_config(config)
+    store = plan.open_store()  # created here, before any worker writes
+    work = pending_work(plan, store)
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
+                 logging_level=logging.WARNING)
+    try:
+        task = ray.remote(num_cpus=num_cpus_per_task)(_ray_train_group)
+        pending = [task.remote(config, indices) for indices in work]
+        todo = sum(len(group) for group in work)
+        with _progress(store.num_models, store.num_models - todo, quiet, "sweep (ray)") as bar:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                bar.update(ray.get(ready[0]))
+    finally:
+        if started_here:
+            ray.shutdown()
+    return SweepStore.open(store.path, config_hash=config.config_hash())

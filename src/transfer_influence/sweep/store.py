@@ -1,0 +1,496 @@
+"""The result store of a sweep: one zarr v3 group holding masks, outputs and completion flags.
+
+Layout (``M`` models, ``U`` units, ``T`` target examples, ``C`` target classes)::
+
+    masks                    bool    [M, U]
+    outputs/correct_logit    float32 [M, T]   (NaN until written)
+    outputs/max_other_logit  float32 [M, T]
+    outputs/logsumexp        float32 [M, T]
+    outputs/predicted        int64   [M, T]   (-1 until written)
+    outputs/logits           float32 [M, T, C]  (optional)
+    target_labels            int64   [T]
+    completed                bool    [M]
+    attributes: format, config_hash, fingerprints, versions, unit_names,
+                target_class_names, num_models, created
+
+Concurrency. Several processes (Ray workers, array-job shards) write *disjoint* models into the
+same store at once. Zarr writes whole chunks, so two writers touching one chunk would each
+read-modify-write it and one would silently lose the other's rows. Every per-model array is
+therefore chunked with exactly **one model per chunk** along the models axis (including
+``completed``): writers of different models never touch the same object, on a local disk, a
+shared file system or an object store alike.
+
+Atomicity. A model counts only once its ``completed`` flag is set, and that flag lives in its
+own chunk written *after* all of the model's data chunks. A writer that dies in between leaves
+data without a flag: the model is reported by :meth:`SweepStore.missing` and is simply written
+again on resume. Readers only ever see completed models.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import zarr
+
+from ..errors import DataError, StoreError
+from ..outputs import TargetOutputs
+
+STORE_FORMAT = 1
+OUTPUT_FIELDS: tuple[str, ...] = ("correct_logit", "max_other_logit", "logsumexp", "predicted")
+_LOGITS_CHUNK_BYTES = 16 * 2**20  # keep each [1, targets, classes] logits chunk near 16 MiB
+
+
+class ModelChunk(NamedTuple):
+    """A block of completed models read from a store."""
+
+    indices: np.ndarray  # int64 [models]: model indices in the sweep
+    masks: np.ndarray  # bool [models, units]
+    outputs: TargetOutputs  # [models, targets]
+
+
+def _package_versions() -> dict[str, str]:
+    """Versions of the packages whose behaviour determines the stored numbers."""
+    versions = {}
+    for name in ("transfer-influence", "torch", "numpy", "zarr"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def _store_location(path: str | Path) -> str:
+    """Local path or fsspec URL for zarr; ``file://`` URLs become plain local paths so that
+    zarr's local store (which creates directories) is used."""
+    text = str(path)
+    return text.removeprefix("file://")
+
+
+class SweepStore:
+    """Read and write the results of one sweep (see the module docstring for the layout).
+
+    Construct with :meth:`create`, :meth:`open` or :meth:`open_or_create`, not directly.
+    """
+
+    def __init__(self, group: zarr.Group, path: str) -> None:
+        self._group = group
+        self.path = path
+        attrs = dict(group.attrs)
+        if attrs.get("format") != STORE_FORMAT or "completed" not in group:
+            raise StoreError(
+                f"{path} is not a complete transfer-influence sweep store (format"
+                f" {attrs.get('format')!r}, expected {STORE_FORMAT}); its creation may have been"
+                " interrupted. Delete it and run the sweep again, or choose another store path."
+            )
+        self._attrs = attrs
+        self._masks = group["masks"]
+        self._outputs = {name: group[f"outputs/{name}"] for name in OUTPUT_FIELDS}
+        self._logits = group["outputs/logits"] if "logits" in group["outputs"] else None
+        self._completed = group["completed"]
+
+    # ----------------------------------------------------------------- construction
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        num_models: int,
+        unit_names: Sequence[str],
+        target_labels: np.ndarray | Sequence[int],
+        target_class_names: Sequence[str],
+        config_hash: str,
+        fingerprints: dict[str, str],
+        store_logits_classes: int | None = None,
+    ) -> SweepStore:
+        """Create an empty store; fails if anything already exists at ``path``.
+
+        ``store_logits_classes`` (the number of target classes) additionally keeps the full
+        logits ``[models, targets, classes]``; without it only the four reduced numbers are kept.
+        """
+        location = _store_location(path)
+        labels = np.asarray(target_labels)
+        unit_names = [str(name) for name in unit_names]
+        class_names = [str(name) for name in target_class_names]
+        if num_models < 1 or len(unit_names) < 2:
+            raise DataError(
+                f"a store needs num_models >= 1 and at least 2 units, got num_models={num_models}"
+                f" and {len(unit_names)} unit names."
+            )
+        if labels.ndim != 1 or labels.size == 0 or not np.issubdtype(labels.dtype, np.integer):
+            raise DataError(
+                f"target_labels must be a non-empty 1-D integer array, got shape {labels.shape}"
+                f" and dtype {labels.dtype}."
+            )
+        if labels.min() < 0 or labels.max() >= len(class_names):
+            raise DataError(
+                f"target_labels must lie in [0, {len(class_names)}) to index the"
+                f" {len(class_names)} target_class_names; got range"
+                f" [{labels.min()}, {labels.max()}]."
+            )
+        if store_logits_classes is not None and store_logits_classes < 2:
+            raise DataError("store_logits_classes must be the number of target classes (>= 2).")
+        try:
+            group = zarr.open_group(location, mode="w-")
+        except FileExistsError as error:
+            raise StoreError(
+                f"a store already exists at {location}; open it with SweepStore.open (or"
+                " open_or_create to resume), or choose another path. It is never overwritten."
+            ) from error
+        num_units, num_targets = len(unit_names), int(labels.size)
+        group.create_array(
+            "masks", shape=(num_models, num_units), chunks=(1, num_units), dtype=bool,
+            fill_value=False,
+        )
+        outputs = group.create_group("outputs")
+        for name in OUTPUT_FIELDS:
+            is_int = name == "predicted"
+            outputs.create_array(
+                name, shape=(num_models, num_targets), chunks=(1, num_targets),
+                dtype="int64" if is_int else "float32", fill_value=-1 if is_int else np.nan,
+            )
+        if store_logits_classes is not None:
+            targets_per_chunk = max(1, _LOGITS_CHUNK_BYTES // (4 * store_logits_classes))
+            outputs.create_array(
+                "logits", shape=(num_models, num_targets, store_logits_classes),
+                chunks=(1, min(num_targets, targets_per_chunk), store_logits_classes),
+                dtype="float32", fill_value=np.nan,
+            )
+        group.create_array("target_labels", data=labels.astype(np.int64))
+        group.create_array(
+            "completed", shape=(num_models,), chunks=(1,), dtype=bool, fill_value=False
+        )
+        # Attributes last: `format` marks the store as fully created for concurrent openers.
+        group.attrs.update(
+            {
+                "config_hash": str(config_hash),
+                "fingerprints": {str(k): str(v) for k, v in fingerprints.items()},
+                "versions": _package_versions(),
+                "unit_names": unit_names,
+                "target_class_names": class_names,
+                "num_models": int(num_models),
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "format": STORE_FORMAT,
+            }
+        )
+        return cls(group, location)
+
+    @classmethod
+    def open(
+        cls, path: str | Path, *, config_hash: str | None = None, read_only: bool = False
+    ) -> SweepStore:
+        """Open an existing store; with ``config_hash``, fail unless it was written by that
+        configuration."""
+        location = _store_location(path)
+        try:
+            group = zarr.open_group(location, mode="r" if read_only else "r+")
+        except FileNotFoundError as error:
+            raise StoreError(
+                f"no sweep store at {location}; run the sweep first (transfer-influence run) or"
+                " check the store path in the experiment configuration."
+            ) from error
+        store = cls(group, location)
+        if config_hash is not None and store.config_hash != config_hash:
+            raise StoreError(
+                f"the store at {location} was written by another configuration (hash"
+                f" {store.config_hash}, this configuration has {config_hash}); use a new store"
+                " path or delete the old store."
+            )
+        return store
+
+    @classmethod
+    def open_or_create(
+        cls,
+        path: str | Path,
+        *,
+        num_models: int,
+        unit_names: Sequence[str],
+        target_labels: np.ndarray | Sequence[int],
+        target_class_names: Sequence[str],
+        config_hash: str,
+        fingerprints: dict[str, str],
+        store_logits_classes: int | None = None,
+    ) -> SweepStore:
+        """Resume a sweep: open the store at ``path`` if it exists, checking that it belongs to
+        this configuration and has the expected shapes; otherwise create it.
+
+        Create the store once (e.g. in the driver) before starting concurrent writers: two
+        processes creating the same store at the same instant may see each other's partial
+        group, which :meth:`open` reports as an incomplete store.
+        """
+        try:
+            store = cls.open(path, config_hash=config_hash)
+        except StoreError as error:
+            if not isinstance(error.__cause__, FileNotFoundError):
+                raise
+            return cls.create(
+                path, num_models=num_models, unit_names=unit_names, target_labels=target_labels,
+                target_class_names=target_class_names, config_hash=config_hash,
+                fingerprints=fingerprints, store_logits_classes=store_logits_classes,
+            )
+        expected = {
+            "num_models": int(num_models),
+            "unit names": [str(name) for name in unit_names],
+            "target class names": [str(name) for name in target_class_names],
+            "target labels": np.asarray(target_labels).tolist(),
+            "logits classes": store_logits_classes,
+            "dataset fingerprints": {str(k): str(v) for k, v in fingerprints.items()},
+        }
+        found = {
+            "num_models": store.num_models,
+            "unit names": store.unit_names,
+            "target class names": store.target_class_names,
+            "target labels": store.target_labels.tolist(),
+            "logits classes": None if store._logits is None else store._logits.shape[2],
+            "dataset fingerprints": store.fingerprints,
+        }
+        for key, value in expected.items():
+            if found[key] != value:
+                raise StoreError(
+                    f"the store at {store.path} has the same config hash but different {key};"
+                    " the data or code changed since it was written. Use a new store path or"
+                    " delete the old store."
+                )
+        return store
+
+    # ----------------------------------------------------------------- metadata
+    @property
+    def config_hash(self) -> str:
+        """Hash of the configuration that created the store."""
+        return str(self._attrs["config_hash"])
+
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        """Dataset fingerprints recorded at creation."""
+        return dict(self._attrs["fingerprints"])
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """Package versions recorded at creation."""
+        return dict(self._attrs["versions"])
+
+    @property
+    def created(self) -> str:
+        """ISO-8601 UTC creation time."""
+        return str(self._attrs["created"])
+
+    @property
+    def unit_names(self) -> list[str]:
+        """Names of the source units (mask columns)."""
+        return list(self._attrs["unit_names"])
+
+    @property
+    def target_class_names(self) -> list[str]:
+        """Names of the target classes that ``target_labels`` index."""
+        return list(self._attrs["target_class_names"])
+
+    @property
+    def target_labels(self) -> np.ndarray:
+        """int64 ``[targets]`` labels of the target examples."""
+        return np.asarray(self._group["target_labels"][:], dtype=np.int64)
+
+    @property
+    def num_models(self) -> int:
+        """Number of models the sweep trains."""
+        return int(self._masks.shape[0])
+
+    @property
+    def num_units(self) -> int:
+        """Number of source units."""
+        return int(self._masks.shape[1])
+
+    @property
+    def num_targets(self) -> int:
+        """Number of target examples."""
+        return int(self._outputs["correct_logit"].shape[1])
+
+    @property
+    def has_logits(self) -> bool:
+        """Whether full logits are stored."""
+        return self._logits is not None
+
+    # ----------------------------------------------------------------- progress
+    def completed(self) -> np.ndarray:
+        """bool ``[models]``: which models are fully written."""
+        return np.asarray(self._completed[:], dtype=bool)
+
+    def missing(self) -> np.ndarray:
+        """int64 indices of models still to train (never written, or interrupted)."""
+        return np.flatnonzero(~self.completed()).astype(np.int64)
+
+    @property
+    def num_completed(self) -> int:
+        """Number of fully written models."""
+        return int(self.completed().sum())
+
+    def status(self) -> tuple[int, int]:
+        """``(done, total)`` models."""
+        return self.num_completed, self.num_models
+
+    # ----------------------------------------------------------------- writing
+    def write_model(
+        self, index: int, mask: np.ndarray, outputs: TargetOutputs,
+        logits: np.ndarray | None = None,
+    ) -> None:
+        """Write one model: ``mask`` ``[units]``, ``outputs`` of shape ``[1, targets]`` and,
+        when the store keeps them, ``logits`` ``[1, targets, classes]``."""
+        self.write_models(
+            np.array([index]), np.asarray(mask)[None, :], outputs, logits=logits
+        )
+
+    def write_models(
+        self, indices: np.ndarray | Sequence[int], masks: np.ndarray, outputs: TargetOutputs,
+        logits: np.ndarray | None = None,
+    ) -> None:
+        """Write models ``indices``: their masks ``[n, units]``, outputs ``[n, targets]`` (and
+        logits ``[n, targets, classes]`` if the store keeps them), then their ``completed``
+        flags.
+
+        Rewriting an already completed model is allowed only with identical data (a retried
+        task); different data raises :class:`StoreError` and leaves the store unchanged.
+        """
+        idx, masks, arrays = self._validate_write(indices, masks, outputs, logits)
+        done = self.completed()[idx]
+        if done.any():
+            self._check_identical(idx[done], masks[done], {k: v[done] for k, v in arrays.items()})
+            keep = ~done
+            idx, masks = idx[keep], masks[keep]
+            arrays = {name: value[keep] for name, value in arrays.items()}
+        if idx.size == 0:
+            return
+        self._masks.oindex[idx, :] = masks
+        for name, value in arrays.items():
+            target = self._logits if name == "logits" else self._outputs[name]
+            target.oindex[(idx,) + (slice(None),) * (value.ndim - 1)] = value
+        # Flags strictly after the data: an interruption above leaves these models missing.
+        self._completed.oindex[idx] = np.ones(idx.size, dtype=bool)
+
+    def _validate_write(
+        self, indices: np.ndarray | Sequence[int], masks: np.ndarray, outputs: TargetOutputs,
+        logits: np.ndarray | None,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Check shapes, dtypes, index range and finiteness; return arrays ready to write."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = idx.size
+        if np.unique(idx).size != n or (n and (idx.min() < 0 or idx.max() >= self.num_models)):
+            raise DataError(
+                f"model indices must be unique and lie in [0, {self.num_models}); got {idx}."
+            )
+        masks = np.asarray(masks)
+        if masks.shape != (n, self.num_units) or masks.dtype != bool:
+            raise DataError(
+                f"masks must be bool [{n}, {self.num_units}] (models, units), got {masks.dtype}"
+                f" {masks.shape}."
+            )
+        if outputs.shape != (n, self.num_targets):
+            raise DataError(
+                f"outputs must have shape [{n}, {self.num_targets}] (models, targets), got"
+                f" {outputs.shape}."
+            )
+        arrays = {
+            name: np.asarray(getattr(outputs, name),
+                             dtype=np.int64 if name == "predicted" else np.float32)
+            for name in OUTPUT_FIELDS
+        }
+        if (logits is None) != (self._logits is None):
+            raise DataError(
+                "this store keeps full logits, pass logits= [models, targets, classes]"
+                if self._logits is not None
+                else "this store was created without logits (store_logits_classes=None);"
+                " do not pass logits, or create a new store that keeps them."
+            )
+        if logits is not None:
+            arrays["logits"] = np.asarray(logits, dtype=np.float32)
+            if arrays["logits"].shape != (n,) + tuple(self._logits.shape[1:]):
+                raise DataError(
+                    f"logits must have shape {(n,) + tuple(self._logits.shape[1:])}, got"
+                    f" {arrays['logits'].shape}."
+                )
+        for name, value in arrays.items():
+            if name != "predicted" and not np.isfinite(value).all():
+                bad = idx[~np.isfinite(value).reshape(n, -1).all(axis=1)]
+                raise DataError(
+                    f"outputs.{name} of models {bad.tolist()} contain NaN or inf, so training"
+                    " diverged; lower the learning rate or check the data, then rerun them."
+                )
+        return idx, masks, arrays
+
+    def _check_identical(
+        self, idx: np.ndarray, masks: np.ndarray, arrays: dict[str, np.ndarray]
+    ) -> None:
+        """Raise unless the already completed models ``idx`` hold exactly this data."""
+        same = np.array_equal(self._masks.oindex[idx, :], masks)
+        for name, value in arrays.items():
+            source = self._logits if name == "logits" else self._outputs[name]
+            stored = source.oindex[(idx,) + (slice(None),) * (value.ndim - 1)]
+            same = same and np.array_equal(stored, value)
+        if not same:
+            raise StoreError(
+                f"models {idx.tolist()} are already completed in {self.path} with different"
+                " masks or outputs; two runs wrote the same model differently. Check that every"
+                " worker uses the same configuration and seed, or start a new store."
+            )
+
+    # ----------------------------------------------------------------- reading
+    def _completed_indices(self, indices: np.ndarray | Sequence[int] | None) -> np.ndarray:
+        """``indices`` (default: every completed model), checked to be completed."""
+        completed = self.completed()
+        if indices is None:
+            return np.flatnonzero(completed).astype(np.int64)
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.num_models):
+            raise DataError(f"model indices must lie in [0, {self.num_models}); got {idx}.")
+        if not completed[idx].all():
+            raise StoreError(
+                f"models {idx[~completed[idx]].tolist()[:20]} are not completed in {self.path};"
+                " resume the sweep, or read only completed models (indices=None)."
+            )
+        return idx
+
+    def read_masks(self, indices: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
+        """bool ``[models, units]`` of ``indices`` (default: all completed models, in order)."""
+        idx = self._completed_indices(indices)
+        return np.asarray(self._masks.oindex[idx, :], dtype=bool)
+
+    def read_outputs(self, indices: np.ndarray | Sequence[int] | None = None) -> TargetOutputs:
+        """:class:`TargetOutputs` ``[models, targets]`` of ``indices`` (default: all completed
+        models, in order)."""
+        return self._read_outputs(self._completed_indices(indices))
+
+    def read_logits(self, indices: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
+        """float32 ``[models, targets, classes]`` of ``indices`` (default: completed models)."""
+        if self._logits is None:
+            raise StoreError(
+                f"{self.path} keeps no full logits; create the sweep with logits stored"
+                " (store_logits_classes) to read them."
+            )
+        idx = self._completed_indices(indices)
+        return np.asarray(self._logits.oindex[idx, :, :], dtype=np.float32)
+
+    def _read_outputs(self, idx: np.ndarray) -> TargetOutputs:
+        return TargetOutputs(
+            **{name: np.asarray(self._outputs[name].oindex[idx, :]) for name in OUTPUT_FIELDS}
+        )
+
+    def iter_completed_chunks(self, chunk_models: int = 256) -> Iterator[ModelChunk]:
+        """Yield completed models in blocks of at most ``chunk_models``, in index order, so
+        estimators stream the store with memory independent of the number of models."""
+        if chunk_models < 1:
+            raise DataError(f"chunk_models must be >= 1, got {chunk_models}.")
+        idx = self._completed_indices(None)
+        for start in range(0, idx.size, chunk_models):
+            block = idx[start:start + chunk_models]
+            yield ModelChunk(block, np.asarray(self._masks.oindex[block, :], dtype=bool),
+                             self._read_outputs(block))
+
+    def __repr__(self) -> str:
+        done, total = self.status()
+        return (
+            f"SweepStore({self.path!r}, models={done}/{total}, units={self.num_units},"
+            f" targets={self.num_targets}, config_hash={self.config_hash!r})"
+        )
+

@@ -1,0 +1,321 @@
+"""The ensemble trainer: train a group of models, each on its own masked subset, in one call.
+
+Every model's training is a pure function of ``(seed, subset, recipe, objective)``:
+
+- its initialisation, shuffling and augmentation come from one ``torch.Generator`` seeded with
+  the model's seed (no global seeding);
+- its data is an endless stream of fresh permutations of its own subset, cut into full-size
+  batches (a batch may straddle two epochs), so models with different subset sizes can still be
+  stacked under ``vmap``;
+- it takes ``recipe.total_steps(n)`` = ``ceil(epochs * n / batch_size)`` steps, with the learning
+  rate schedule computed from its own ``n``. Models of a group step together; a model whose steps
+  are done gets learning rate 0 (its parameters stop changing) while the rest finish.
+
+Hence a model trained inside a group equals the same model trained alone, whichever other models
+share its group (the DESIGN rule: results never depend on scheduling). Steps per epoch taken from
+the group's largest subset were rejected because they would make a model depend on its group.
+
+Two strategies compute the same thing:
+
+- ``loop``: one model after another with ``torch.optim.SGD`` (the plain PyTorch way);
+- ``vmap``: parameters stacked with ``torch.func.stack_module_state``, per-model gradients from
+  ``vmap(grad_and_value(functional_call ...))``, and SGD with momentum and weight decay applied
+  by hand to the stacked tensors exactly as ``torch.optim.SGD`` does it
+  (``d = g + wd * p; buf = momentum * buf + d; p -= lr * buf``, with ``buf = d`` on step one).
+
+``auto`` picks ``vmap`` on CUDA and ``loop`` on CPU: on a 2-core CPU a plain batch-256 loop is
+already close to matmul peak for an MLP, batched MLP ensembles gained at most ~1.1x, and vmapped
+convolutions were several times slower than the loop (see ``benchmarks/ensemble_throughput.py``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from tqdm.auto import tqdm
+
+from ..data.images import LabeledImages
+from ..errors import TrainingError
+from ..models.base import TransferModel, reset_parameters
+from .objectives import Objective, cross_entropy_objective
+from .preprocess import augment, to_inputs
+from .recipe import TrainRecipe
+
+logger = logging.getLogger(__name__)
+
+Strategy = Literal["auto", "vmap", "loop"]
+Unit = Literal["class", "example"]
+
+_CHECK_EVERY = 50  # steps between divergence checks (each check synchronises a GPU)
+
+
+def subset_indices(data: LabeledImages, masks: np.ndarray, unit: Unit) -> list[np.ndarray]:
+    """Example indices kept by each row of ``masks`` (``bool [models, units]``).
+
+    ``unit="class"``: mask columns are source classes; ``unit="example"``: source examples.
+    Raises TrainingError for a malformed mask or a model that would see no data.
+    """
+    masks = np.asarray(masks)
+    if unit not in ("class", "example"):
+        raise TrainingError(f"unit must be 'class' or 'example', got {unit!r}.")
+    units = data.num_classes if unit == "class" else len(data)
+    if masks.dtype != np.bool_ or masks.ndim != 2 or masks.shape[1] != units:
+        raise TrainingError(
+            f"masks must be a bool array [models, {units}] over the source {unit}s of "
+            f"{data.name!r}, got dtype {masks.dtype} and shape {masks.shape}."
+        )
+    subsets = []
+    for g, row in enumerate(masks):
+        kept = np.flatnonzero(row)
+        index = data.examples_of(kept) if unit == "class" else kept
+        if index.size == 0:
+            raise TrainingError(
+                f"model {g} of the group keeps no source {unit}s, so it has no data to train on;"
+                " keep at least one unit in every mask (e.g. a larger alpha)."
+            )
+        subsets.append(index.astype(np.int64))
+    return subsets
+
+
+def model_generator(seed: int) -> torch.Generator:
+    """The CPU generator from which one model draws its init, shuffling and augmentation."""
+    return torch.Generator().manual_seed(int(seed))
+
+
+def train_group(
+    build: Callable[[], TransferModel],
+    data: LabeledImages,
+    masks: np.ndarray,
+    *,
+    unit: Unit,
+    seeds: Sequence[int],
+    recipe: TrainRecipe,
+    objective: Objective | None = None,
+    strategy: Strategy = "auto",
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> list[TransferModel]:
+    """Train ``len(seeds)`` models from scratch, model ``g`` on the units kept by ``masks[g]``.
+
+    Args:
+        build: returns a fresh model (its parameters are re-initialised from the model's seed).
+        data: the training set; labels index the head's outputs.
+        masks: ``bool [models, units]`` (units = classes or examples of ``data``, see ``unit``).
+        seeds: one seed per model; determines init, shuffling and augmentation.
+        recipe: optimiser, schedule and augmentation.
+        objective: loss function (default: cross-entropy with ``recipe.label_smoothing``).
+        strategy: ``loop``, ``vmap`` or ``auto`` (see module docstring).
+
+    Returns:
+        The trained models, in the order of ``seeds``, on ``device``.
+    """
+    subsets = subset_indices(data, masks, unit)
+    if len(seeds) != len(subsets):
+        raise TrainingError(f"got {len(seeds)} seeds for {len(subsets)} masks; give one per model.")
+    generators = [model_generator(s) for s in seeds]
+    models = []
+    for generator in generators:
+        model = build()
+        reset_parameters(model, generator)
+        models.append(model)
+    return fit_models(models, data, subsets, generators, recipe, objective=objective,
+                      strategy=strategy, device=device, progress=progress)
+
+
+def pretrain_group(
+    model_name: str,
+    source: LabeledImages,
+    masks: np.ndarray,
+    *,
+    unit: Unit,
+    seeds: Sequence[int],
+    recipe: TrainRecipe,
+    model_options: dict | None = None,
+    objective: Objective | None = None,
+    strategy: Strategy = "auto",
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> list[TransferModel]:
+    """:func:`train_group` on the masked source with its labels; the head has one output per
+    source class (removed classes included, so every model shares one label space)."""
+    from ..models.zoo import build_model
+
+    channels, height, _ = source.image_shape
+
+    def build() -> TransferModel:
+        return build_model(model_name, in_channels=channels, image_size=height,
+                           num_classes=source.num_classes, **(model_options or {}))
+
+    return train_group(build, source, masks, unit=unit, seeds=seeds, recipe=recipe,
+                       objective=objective, strategy=strategy, device=device, progress=progress)
+
+
+def choose_strategy(strategy: Strategy, device: torch.device) -> Literal["vmap", "loop"]:
+    """Resolve ``auto``: ``vmap`` on CUDA, ``loop`` on CPU (see module docstring)."""
+    if strategy not in ("auto", "vmap", "loop"):
+        raise TrainingError(f"strategy must be 'auto', 'vmap' or 'loop', got {strategy!r}.")
+    if strategy != "auto":
+        return strategy
+    return "vmap" if device.type == "cuda" else "loop"
+
+
+class _BatchStream:
+    """One model's data as endless full-size batches of successive random permutations."""
+
+    def __init__(self, data: _DeviceData, indices: np.ndarray, generator: torch.Generator,
+                 recipe: TrainRecipe) -> None:
+        self.data = data
+        self.indices = torch.from_numpy(indices)
+        self.generator = generator
+        self.recipe = recipe
+        self._perm = self.indices[:0]
+        self._pos = 0
+
+    def _next_indices(self) -> torch.Tensor:
+        parts, need = [], self.recipe.batch_size
+        while need:
+            if self._pos == len(self._perm):
+                order = torch.randperm(len(self.indices), generator=self.generator)
+                self._perm, self._pos = self.indices[order], 0
+            take = min(need, len(self._perm) - self._pos)
+            parts.append(self._perm[self._pos:self._pos + take])
+            self._pos += take
+            need -= take
+        return torch.cat(parts)
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next batch ``(inputs [B, C, H, W] float32, labels [B])`` on the data's device."""
+        index = self._next_indices().to(self.data.device)
+        x = to_inputs(self.data.images[index], self.recipe.normalization)
+        if self.recipe.crop_padding or self.recipe.hflip:
+            x = augment(x, crop_padding=self.recipe.crop_padding, hflip=self.recipe.hflip,
+                        generator=self.generator)
+        return x, self.data.labels[index]
+
+
+class _DeviceData:
+    """Images (uint8) and labels of a dataset, moved once to the training device."""
+
+    def __init__(self, data: LabeledImages, device: torch.device) -> None:
+        self.device = device
+        self.images = torch.as_tensor(np.array(data.images), device=device)
+        self.labels = torch.as_tensor(np.array(data.labels), device=device)
+
+
+def fit_models(
+    models: list[TransferModel],
+    data: LabeledImages,
+    subsets: Sequence[np.ndarray],
+    generators: Sequence[torch.Generator],
+    recipe: TrainRecipe,
+    *,
+    objective: Objective | None = None,
+    strategy: Strategy = "auto",
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> list[TransferModel]:
+    """Train already-initialised ``models`` in place (model ``g`` on example indices
+    ``subsets[g]``, drawing shuffles and augmentations from ``generators[g]``); the shared engine
+    of pretraining and fine-tuning. Returns the models."""
+    if not (len(models) == len(subsets) == len(generators)) or not models:
+        raise TrainingError(
+            f"got {len(models)} models, {len(subsets)} subsets and {len(generators)} generators;"
+            " give one of each per model (and at least one model)."
+        )
+    device = torch.device(device)
+    objective = objective or cross_entropy_objective(recipe.label_smoothing)
+    device_data = _DeviceData(data, device)
+    streams = [_BatchStream(device_data, s, g, recipe) for s, g in zip(subsets, generators)]
+    sizes = [len(s) for s in subsets]
+    models = [m.to(device).train() for m in models]
+    if choose_strategy(strategy, device) == "vmap":
+        _fit_vmap(models, streams, sizes, recipe, objective, progress)
+    else:
+        for g, (model, stream, n) in enumerate(zip(models, streams, sizes)):
+            _fit_loop(model, stream, n, recipe, objective, progress, g)
+    return models
+
+
+def _check_finite(loss: torch.Tensor, step: int) -> None:
+    """Raise TrainingError when any model's loss is NaN or infinite."""
+    bad = (~torch.isfinite(loss.detach().reshape(-1))).nonzero().flatten().tolist()
+    if bad:
+        raise TrainingError(
+            f"training diverged at step {step}: loss is not finite for model(s) {bad} of the group;"
+            " lower the learning rate, lengthen the warm-up or check the inputs for NaNs."
+        )
+
+
+def _fit_loop(model: TransferModel, stream: _BatchStream, n: int, recipe: TrainRecipe,
+              objective: Objective, progress: bool, index: int) -> None:
+    """Train one model with ``torch.optim.SGD``."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    total = recipe.total_steps(n)
+    for step in tqdm(range(total), desc=f"model {index}", disable=not progress):
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = recipe.learning_rate(step, n)
+        x, y = stream.next()
+        loss = objective(model.backbone, model.head, x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step % _CHECK_EVERY == 0 or step == total - 1:
+            _check_finite(loss, step)
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``tensors`` under ``prefix`` with the prefix removed."""
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _fit_vmap(models: list[TransferModel], streams: list[_BatchStream], sizes: list[int],
+              recipe: TrainRecipe, objective: Objective, progress: bool) -> None:
+    """Train all models together on stacked parameters (see module docstring)."""
+    params, buffers = stack_module_state(models)
+    params = {k: v.detach() for k, v in params.items()}
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def loss_fn(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor,
+                y: torch.Tensor) -> torch.Tensor:
+        def features(inputs: torch.Tensor) -> torch.Tensor:
+            return functional_call(base.backbone, (_strip(p, "backbone."),
+                                                   _strip(b, "backbone.")), (inputs,))
+
+        def head(feats: torch.Tensor) -> torch.Tensor:
+            return functional_call(base.head, (_strip(p, "head."), _strip(b, "head.")), (feats,))
+
+        return objective(features, head, x, y)
+
+    step_fn = vmap(grad_and_value(loss_fn))
+    momentum = {k: torch.zeros_like(v) for k, v in params.items()}
+    totals = [recipe.total_steps(n) for n in sizes]
+    device = next(iter(params.values())).device
+    batches: list[tuple[torch.Tensor, torch.Tensor]] = [stream.next() for stream in streams]
+    for step in tqdm(range(max(totals)), desc=f"{len(models)} models", disable=not progress):
+        if step:  # a finished model keeps its last batch: no new draws, its lr is 0 anyway
+            batches = [s.next() if step < t else b for s, t, b in zip(streams, totals, batches)]
+        lr = torch.tensor([recipe.learning_rate(step, n) if step < t else 0.0
+                           for n, t in zip(sizes, totals)], device=device)
+        xs = torch.stack([b[0] for b in batches])
+        ys = torch.stack([b[1] for b in batches])
+        grads, loss = step_fn(params, buffers, xs, ys)
+        with torch.no_grad():
+            for name, p in params.items():
+                d = grads[name].add(p, alpha=recipe.weight_decay) if recipe.weight_decay else \
+                    grads[name]
+                buf = momentum[name].mul_(recipe.momentum).add_(d)
+                p.sub_(lr.view(-1, *[1] * (p.ndim - 1)) * buf)
+        if step % _CHECK_EVERY == 0 or step == max(totals) - 1:
+            active = torch.tensor([step < t for t in totals], device=loss.device)
+            _check_finite(torch.where(active, loss, 0.0), step)
+    with torch.no_grad():
+        for g, model in enumerate(models):
+            for name, p in model.named_parameters():
+                p.copy_(params[name][g])

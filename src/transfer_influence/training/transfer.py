@@ -1,0 +1,144 @@
+"""Transfer a group of pretrained models to a target task and reduce the results to the four
+stored numbers per (model, target test example) (:class:`~transfer_influence.TargetOutputs`).
+
+Two transfer modes, both returning ``TargetOutputs`` of shape ``[models, targets]``:
+
+- :func:`transfer_fixed_feature`: freeze each backbone, extract features once, fit all linear heads
+  as one batched convex problem (:func:`~.linear_heads.fit_linear_heads`);
+- :func:`finetune_group`: train backbone and a fresh target head with the group trainer.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..data.images import LabeledImages
+from ..errors import TrainingError
+from ..models.base import TransferModel
+from ..outputs import TargetOutputs
+from .linear_heads import fit_linear_heads
+from .objectives import Objective
+from .preprocess import to_inputs
+from .recipe import Normalization, TrainRecipe
+from .trainer import Strategy, fit_models, model_generator
+
+_FEATURE_BUDGET_BYTES = 256 * 2**20  # float64 features of one model chunk in fixed-feature fits
+
+
+def _apply(models: Sequence[TransferModel], images: LabeledImages | np.ndarray,
+           normalization: Normalization | None, batch_size: int, device: torch.device,
+           features_only: bool) -> torch.Tensor:
+    """Run every model (eval mode, no grad) over ``images`` in batches -> ``[G, N, out]``."""
+    array = images.images if isinstance(images, LabeledImages) else np.asarray(images)
+    if array.dtype != np.uint8 or array.ndim != 4:
+        raise TrainingError(
+            f"images must be uint8 [N, C, H, W], got dtype {array.dtype} and shape {array.shape};"
+            " pass a LabeledImages or its .images."
+        )
+    outputs: list[list[torch.Tensor]] = [[] for _ in models]
+    with torch.no_grad():
+        for start in range(0, len(array), batch_size):
+            batch = torch.as_tensor(np.array(array[start:start + batch_size]), device=device)
+            x = to_inputs(batch, normalization)
+            for out, model in zip(outputs, models):
+                model.eval()
+                out.append(model.features(x) if features_only else model(x))
+    return torch.stack([torch.cat(out) for out in outputs])
+
+
+def extract_features(models: Sequence[TransferModel], images: LabeledImages | np.ndarray, *,
+                     normalization: Normalization | None = None, batch_size: int = 1024,
+                     device: str | torch.device = "cpu") -> torch.Tensor:
+    """Backbone features ``[G, N, D]`` (float32) of every model for uint8 images ``[N, C, H, W]``,
+    preprocessed like training (scale to [0, 1], then ``normalization``, no augmentation)."""
+    return _apply(models, images, normalization, batch_size, torch.device(device), True)
+
+
+def predict_logits(models: Sequence[TransferModel], images: LabeledImages | np.ndarray, *,
+                   normalization: Normalization | None = None, batch_size: int = 1024,
+                   device: str | torch.device = "cpu") -> torch.Tensor:
+    """Logits ``[G, N, classes]`` of every model (eval mode, no grad, no augmentation)."""
+    return _apply(models, images, normalization, batch_size, torch.device(device), False)
+
+
+def transfer_fixed_feature(
+    models: Sequence[TransferModel],
+    target_train: LabeledImages,
+    target_test: LabeledImages,
+    *,
+    l2: float,
+    normalization: Normalization | None = None,
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    batch_size: int = 1024,
+    device: str | torch.device = "cpu",
+) -> TargetOutputs:
+    """Fixed-feature transfer: fit a linear head per frozen backbone on ``target_train`` (batched
+    L2 multinomial logistic regression on standardised features, solved in float64) and return
+    the stored outputs on ``target_test``, ``[models, targets]``.
+
+    ``normalization`` must be the one used in pretraining. Models are processed in chunks so that
+    the float64 training features of a chunk stay within ~256 MiB.
+    """
+    _check_inputs(models, target_train, target_test)
+    d = models[0].feature_dim
+    chunk = max(1, _FEATURE_BUDGET_BYTES // (8 * len(target_train) * d))
+    labels = torch.as_tensor(np.array(target_train.labels))
+    logits = []
+    for start in range(0, len(models), chunk):
+        group = models[start:start + chunk]
+        options = {"normalization": normalization, "batch_size": batch_size, "device": device}
+        train_features = extract_features(group, target_train, **options).double()
+        w, b = fit_linear_heads(train_features, labels.to(train_features.device),
+                                target_train.num_classes, l2=l2, max_iter=max_iter, tol=tol)
+        test_features = extract_features(group, target_test, **options).double()
+        logits.append(torch.baddbmm(b.unsqueeze(1), test_features, w.transpose(1, 2)).cpu())
+    return TargetOutputs.from_logits(torch.cat(logits), target_test.labels)
+
+
+def finetune_group(
+    models: Sequence[TransferModel],
+    target_train: LabeledImages,
+    target_test: LabeledImages,
+    recipe: TrainRecipe,
+    seeds: Sequence[int],
+    *,
+    objective: Objective | None = None,
+    strategy: Strategy = "auto",
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> TargetOutputs:
+    """Full fine-tuning: copy each pretrained model, give it a fresh head with one output per
+    target class (initialised from its seed), train backbone and head on all of ``target_train``
+    with ``recipe`` (same group trainer and guarantees as pretraining), and return the stored
+    outputs on ``target_test``, ``[models, targets]``. The input models are left unchanged."""
+    _check_inputs(models, target_train, target_test)
+    if len(seeds) != len(models):
+        raise TrainingError(f"got {len(seeds)} seeds for {len(models)} models; give one per model.")
+    generators = [model_generator(s) for s in seeds]
+    tuned = []
+    for model, generator in zip(models, generators):
+        copied = copy.deepcopy(model)
+        copied.replace_head(target_train.num_classes, generator)
+        tuned.append(copied)
+    everything = np.arange(len(target_train), dtype=np.int64)
+    fit_models(tuned, target_train, [everything] * len(tuned), generators, recipe,
+               objective=objective, strategy=strategy, device=device, progress=progress)
+    logits = predict_logits(tuned, target_test, normalization=recipe.normalization, device=device)
+    return TargetOutputs.from_logits(logits.cpu(), target_test.labels)
+
+
+def _check_inputs(models: Sequence[TransferModel], target_train: LabeledImages,
+                  target_test: LabeledImages) -> None:
+    """At least one model; train and test splits must share their classes."""
+    if not models:
+        raise TrainingError("no models to transfer; pass at least one pretrained model.")
+    if target_train.class_names != target_test.class_names:
+        raise TrainingError(
+            f"target train ({target_train.name!r}) and test ({target_test.name!r}) have different"
+            " class names; split one target dataset so both share its classes in the same order."
+        )

@@ -1,0 +1,79 @@
+"""Experiment configs: validation messages name the bad key; the hash covers what matters."""
+
+from pathlib import Path
+
+import pytest
+
+from transfer_influence.config import load_config, parse_config
+from transfer_influence.errors import ConfigError
+
+BASE = {
+    "data": {"suite": "planted", "options": {"n_per_class": 20}},
+    "model": {"name": "mlp", "options": {"width": 32}},
+    "pretrain": {"epochs": 2, "lr": 0.1},
+    "sweep": {"num_models": 8},
+}
+
+
+def _with(**changes) -> dict:
+    raw = {key: dict(value) for key, value in BASE.items()}
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        raw.setdefault(section, {})[key] = value
+    return raw
+
+
+def test_valid_config_has_defaults():
+    config = parse_config(_with())
+    assert config.sweep.alpha == 0.5 and config.sweep.unit == "class"
+    assert config.transfer.mode == "fixed_feature"
+
+
+def test_unknown_key_is_rejected_with_its_path():
+    with pytest.raises(ConfigError, match=r"sweep\.num_modles: unknown key"):
+        parse_config(_with(sweep__num_modles=3))
+
+
+def test_wrong_type_is_rejected_with_its_path():
+    with pytest.raises(ConfigError, match=r"pretrain\.epochs"):
+        parse_config(_with(pretrain__epochs="many"))
+    with pytest.raises(ConfigError, match=r"sweep\.alpha"):
+        parse_config(_with(sweep__alpha=1.5))
+
+
+def test_finetune_needs_its_recipe():
+    with pytest.raises(ConfigError, match="finetune"):
+        parse_config(_with(transfer__mode="finetune"))
+
+
+def test_suite_and_explicit_datasets_are_exclusive():
+    raw = _with()
+    raw["data"]["source"] = [{"name": "fashion-mnist"}]
+    with pytest.raises(ConfigError, match="either `suite`"):
+        parse_config(raw)
+
+
+def test_hash_ignores_store_and_group_size_but_not_results():
+    base = parse_config(_with()).config_hash()
+    assert parse_config(_with(sweep__store="elsewhere.zarr")).config_hash() == base
+    assert parse_config(_with(sweep__group_size=3)).config_hash() == base
+    assert parse_config(_with(sweep__seed=1)).config_hash() != base
+    assert parse_config(_with(pretrain__lr=0.2)).config_hash() != base
+
+
+def test_load_config_errors_are_clear(tmp_path: Path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[sweep\nnum_models = 3")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+
+
+def test_relative_store_resolves_against_the_config_folder(tmp_path: Path):
+    path = tmp_path / "exp.toml"
+    path.write_text(
+        '[data]\nsuite = "planted"\n[pretrain]\nepochs = 1\nlr = 0.1\n'
+        '[sweep]\nnum_models = 4\nstore = "out/s.zarr"\n'
+    )
+    assert load_config(path).store_path() == str(tmp_path / "out" / "s.zarr")
