@@ -60,6 +60,8 @@ def test_unknown_target_class_lists_valid_names(result):
 def test_inconsistent_result_is_rejected(result):
     with pytest.raises(DataError, match="unit_names"):
         InfluenceResult(**{**result.__dict__, "unit_names": ["only one"]})
+    with pytest.raises(DataError, match="target_labels must lie"):
+        InfluenceResult(**{**result.__dict__, "target_labels": result.target_labels + 3})
     with pytest.raises(DataError, match="variant"):
         InfluenceResult(**{**result.__dict__, "variant": "accuracy"})
 

@@ -1,6 +1,7 @@
 """Sweep store: round trips, config checks, honest completion, URLs and concurrent writers."""
 
 import multiprocessing
+import pickle
 import uuid
 
 import numpy as np
@@ -120,14 +121,27 @@ def test_half_written_model_is_missing_and_rewritten(tmp_path):
 def test_iter_completed_chunks_yields_only_completed_rows(tmp_path):
     store = SweepStore.create(tmp_path / "s.zarr", **spec())
     write(store, [5, 1, 2, 4])
-    chunks = list(store.iter_completed_chunks(3))
-    assert [c.indices.tolist() for c in chunks] == [[1, 2, 4], [5]]
+    chunks = list(store.iter_completed_chunks(3))  # model ranges [0, 3) and [3, 6)
+    assert [c.indices.tolist() for c in chunks] == [[1, 2], [4, 5]]
+    assert [c.indices.tolist() for c in store.iter_completed_chunks(1)] == [[1], [2], [4], [5]]
     for chunk in chunks:
         expected = subset_masks(0, chunk.indices, UNITS, 0.4)
         np.testing.assert_array_equal(chunk.masks, expected)
         assert chunk.outputs.shape == (len(chunk.indices), TARGETS)
     masks, outputs = store.read_masks(), store.read_outputs()
     assert masks.shape == (4, UNITS) and outputs.shape == (4, TARGETS)
+
+
+@pytest.mark.parametrize("order", [[2, 3, 4], [4, 0, 2]])  # a run (slice) and a gather
+def test_write_models_in_any_order(tmp_path, order):
+    store = SweepStore.create(tmp_path / "s.zarr", **spec())
+    models = [fake_model(i) for i in order]
+    store.write_models(order, np.stack([m[0] for m in models]), stack([m[1] for m in models]))
+    assert store.completed().nonzero()[0].tolist() == sorted(order)
+    for i in order:
+        np.testing.assert_array_equal(store.read_masks([i])[0], fake_model(i)[0])
+        np.testing.assert_array_equal(store.read_outputs([i]).logsumexp,
+                                      fake_model(i)[1].logsumexp)
 
 
 def test_rewriting_a_completed_model(tmp_path):
@@ -170,6 +184,13 @@ def test_optional_logits(tmp_path):
     np.testing.assert_array_equal(store.read_logits(), logits)
 
 
+def test_pickles_as_its_path(tmp_path):
+    store = SweepStore.create(tmp_path / "s.zarr", **spec())
+    write(store, [2])
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone.path == store.path and clone.completed().tolist() == store.completed().tolist()
+
+
 @pytest.mark.parametrize("scheme", ["memory", "file"])
 def test_fsspec_urls(tmp_path, scheme):
     url = (f"memory://{uuid.uuid4().hex}/sweep.zarr" if scheme == "memory"
@@ -204,3 +225,17 @@ def test_concurrent_writers_of_disjoint_models_lose_nothing(tmp_path):
     np.testing.assert_array_equal(store.read_masks(), subset_masks(0, range(count), UNITS, 0.4))
     expected = np.concatenate([fake_model(i)[1].logsumexp for i in range(count)])
     np.testing.assert_array_equal(store.read_outputs().logsumexp, expected)
+
+
+def test_recent_rate_counts_models_per_second(tmp_path, monkeypatch):
+    store = SweepStore.create(
+        tmp_path / "rate.zarr", num_models=4, unit_names=["a", "b"], target_labels=[0, 1],
+        target_class_names=["x", "y"], config_hash="h", fingerprints={},
+    )
+    logits = np.zeros((1, 2, 2), dtype=np.float32)
+    outputs = TargetOutputs.from_logits(logits, np.array([0, 1]))
+    assert store.recent_rate() is None
+    for i, now in enumerate([100.0, 102.0, 104.0]):
+        monkeypatch.setattr("transfer_influence.sweep.store.time.time", lambda now=now: now)
+        store.write_model(i, np.array([True, False]), outputs)
+    assert store.recent_rate() == pytest.approx(0.5)  # 2 intervals over 4 seconds

@@ -145,10 +145,13 @@ def read_idx(path: Path | str) -> np.ndarray:
 def load_mnist_idx(
     images_path: Path | str,
     labels_path: Path | str,
-    class_names: Sequence[str] = DIGIT_CLASSES,
+    class_names: Sequence[str] | None = DIGIT_CLASSES,
     name: str = "mnist",
 ) -> LabeledImages:
-    """MNIST-format data (MNIST, Fashion-MNIST, KMNIST...) from an images and a labels idx file."""
+    """MNIST-format data (MNIST, Fashion-MNIST, KMNIST...) from an images and a labels idx file.
+
+    ``class_names=None`` names the classes ``"0" .. "<max label>"`` (for a user's own files).
+    """
     images = read_idx(images_path)
     labels = read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
@@ -161,6 +164,8 @@ def load_mnist_idx(
             f"{labels_path}: expected an idx1 file of {len(images)} labels to match "
             f"{images_path}, got shape {labels.shape}; use the labels file of the same split."
         )
+    if class_names is None:
+        class_names = [str(k) for k in range(int(labels.max(initial=0)) + 1)]
     return LabeledImages(images[:, None], labels.astype(np.int64), tuple(class_names), name)
 
 

@@ -187,12 +187,12 @@ class ExampleView:
                 f"{index.shape}; convert a boolean mask with np.flatnonzero(mask)."
             )
         n = len(self.parent)
-        if index.size and (index.min() < -n or index.max() >= n):
+        if index.size and (index.min() < 0 or index.max() >= n):
             raise DataError(
                 f"subset indices must lie in [0, {n}) for dataset {self.parent.name!r}, got "
                 f"range [{index.min()}, {index.max()}]."
             )
-        object.__setattr__(self, "indices", _read_only(index.astype(np.int64, copy=False) % n))
+        object.__setattr__(self, "indices", _read_only(index.astype(np.int64, copy=False)))
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])

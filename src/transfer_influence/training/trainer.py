@@ -9,7 +9,10 @@ Every model's training is a pure function of ``(seed, subset, recipe, objective)
   stacked under ``vmap``;
 - it takes ``recipe.total_steps(n)`` = ``ceil(epochs * n / batch_size)`` steps, with the learning
   rate schedule computed from its own ``n``. Models of a group step together; a model whose steps
-  are done gets learning rate 0 (its parameters stop changing) while the rest finish.
+  are done gets learning rate 0 (its parameters stop changing) while the rest finish. Under
+  ``vmap`` this wastes ``max_g steps_g - steps_g`` model-steps, which is small when subsets have
+  similar sizes (class masks keeping the same number of equally sized classes); ``loop`` wastes
+  nothing.
 
 Hence a model trained inside a group equals the same model trained alone, whichever other models
 share its group (the DESIGN rule: results never depend on scheduling). Steps per epoch taken from
@@ -23,15 +26,15 @@ Two strategies compute the same thing:
   by hand to the stacked tensors exactly as ``torch.optim.SGD`` does it
   (``d = g + wd * p; buf = momentum * buf + d; p -= lr * buf``, with ``buf = d`` on step one).
 
-``auto`` picks ``vmap`` on CUDA and ``loop`` on CPU: on a 2-core CPU a plain batch-256 loop is
-already close to matmul peak for an MLP, batched MLP ensembles gained at most ~1.1x, and vmapped
-convolutions were several times slower than the loop (see ``benchmarks/ensemble_throughput.py``).
+``auto`` picks ``vmap`` on CUDA. On CPU it picks ``loop`` for models with convolutions (vmapped
+convolutions ran 2-3x slower than the loop on a 2-core CPU) and ``vmap`` for convolution-free
+models such as the MLP (batched matmuls with one Python step per group were at least as fast as
+the loop, which already runs near matmul peak; see ``benchmarks/ensemble_throughput.py``).
 """
 
 from __future__ import annotations
 
 import copy
-import logging
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -41,13 +44,13 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from ..data.images import LabeledImages
+from ..data.transforms import Augment
 from ..errors import TrainingError
-from ..models.base import TransferModel, reset_parameters
+from ..models.base import TransferModel, has_convolutions, reset_parameters
+from ..models.zoo import build_model
 from .objectives import Objective, cross_entropy_objective
-from .preprocess import augment, to_inputs
+from .preprocess import to_inputs
 from .recipe import TrainRecipe
-
-logger = logging.getLogger(__name__)
 
 Strategy = Literal["auto", "vmap", "loop"]
 Unit = Literal["class", "example"]
@@ -144,8 +147,6 @@ def pretrain_group(
 ) -> list[TransferModel]:
     """:func:`train_group` on the masked source with its labels; the head has one output per
     source class (removed classes included, so every model shares one label space)."""
-    from ..models.zoo import build_model
-
     channels, height, _ = source.image_shape
 
     def build() -> TransferModel:
@@ -156,29 +157,30 @@ def pretrain_group(
                        objective=objective, strategy=strategy, device=device, progress=progress)
 
 
-def choose_strategy(strategy: Strategy, device: torch.device) -> Literal["vmap", "loop"]:
-    """Resolve ``auto``: ``vmap`` on CUDA, ``loop`` on CPU (see module docstring)."""
+def choose_strategy(strategy: Strategy, device: torch.device, model: TransferModel
+                    ) -> Literal["vmap", "loop"]:
+    """Resolve ``auto``: ``vmap`` on CUDA or for convolution-free models, else ``loop`` (see
+    module docstring for the measurements behind this)."""
     if strategy not in ("auto", "vmap", "loop"):
         raise TrainingError(f"strategy must be 'auto', 'vmap' or 'loop', got {strategy!r}.")
     if strategy != "auto":
         return strategy
-    return "vmap" if device.type == "cuda" else "loop"
+    return "vmap" if device.type == "cuda" or not has_convolutions(model) else "loop"
 
 
-class _BatchStream:
-    """One model's data as endless full-size batches of successive random permutations."""
+class _IndexStream:
+    """One model's example indices as endless full-size batches of successive permutations."""
 
-    def __init__(self, data: _DeviceData, indices: np.ndarray, generator: torch.Generator,
-                 recipe: TrainRecipe) -> None:
-        self.data = data
+    def __init__(self, indices: np.ndarray, generator: torch.Generator, batch_size: int) -> None:
         self.indices = torch.from_numpy(indices)
         self.generator = generator
-        self.recipe = recipe
+        self.batch_size = batch_size
         self._perm = self.indices[:0]
         self._pos = 0
 
-    def _next_indices(self) -> torch.Tensor:
-        parts, need = [], self.recipe.batch_size
+    def next(self) -> torch.Tensor:
+        """The next ``batch_size`` example indices (a batch may straddle two permutations)."""
+        parts, need = [], self.batch_size
         while need:
             if self._pos == len(self._perm):
                 order = torch.randperm(len(self.indices), generator=self.generator)
@@ -189,23 +191,25 @@ class _BatchStream:
             need -= take
         return torch.cat(parts)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next batch ``(inputs [B, C, H, W] float32, labels [B])`` on the data's device."""
-        index = self._next_indices().to(self.data.device)
-        x = to_inputs(self.data.images[index], self.recipe.normalization)
-        if self.recipe.crop_padding or self.recipe.hflip:
-            x = augment(x, crop_padding=self.recipe.crop_padding, hflip=self.recipe.hflip,
-                        generator=self.generator)
-        return x, self.data.labels[index]
 
+class _Batcher:
+    """Images (uint8) and labels moved once to the device; turns index batches into inputs."""
 
-class _DeviceData:
-    """Images (uint8) and labels of a dataset, moved once to the training device."""
-
-    def __init__(self, data: LabeledImages, device: torch.device) -> None:
+    def __init__(self, data: LabeledImages, recipe: TrainRecipe, device: torch.device) -> None:
         self.device = device
         self.images = torch.as_tensor(np.array(data.images), device=device)
         self.labels = torch.as_tensor(np.array(data.labels), device=device)
+        self.normalization = recipe.normalization
+        self.augment = Augment(crop_padding=recipe.crop_padding, hflip=recipe.hflip)
+
+    def __call__(self, streams: Sequence[_IndexStream]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next batch of every stream: inputs ``[G, B, C, H, W]`` float32 and labels ``[G, B]``,
+        gathered and converted in one go; each stream's augmentation uses its own generator."""
+        index = torch.stack([stream.next() for stream in streams]).to(self.device)
+        x = to_inputs(self.images[index.flatten()], self.normalization).unflatten(0, index.shape)
+        if self.augment != Augment():
+            x = torch.stack([self.augment(x_g, s.generator) for x_g, s in zip(x, streams)])
+        return x, self.labels[index]
 
 
 def fit_models(
@@ -230,15 +234,15 @@ def fit_models(
         )
     device = torch.device(device)
     objective = objective or cross_entropy_objective(recipe.label_smoothing)
-    device_data = _DeviceData(data, device)
-    streams = [_BatchStream(device_data, s, g, recipe) for s, g in zip(subsets, generators)]
+    batcher = _Batcher(data, recipe, device)
+    streams = [_IndexStream(s, g, recipe.batch_size) for s, g in zip(subsets, generators)]
     sizes = [len(s) for s in subsets]
     models = [m.to(device).train() for m in models]
-    if choose_strategy(strategy, device) == "vmap":
-        _fit_vmap(models, streams, sizes, recipe, objective, progress)
+    if choose_strategy(strategy, device, models[0]) == "vmap":
+        _fit_vmap(models, streams, batcher, sizes, recipe, objective, progress)
     else:
         for g, (model, stream, n) in enumerate(zip(models, streams, sizes)):
-            _fit_loop(model, stream, n, recipe, objective, progress, g)
+            _fit_loop(model, stream, batcher, n, recipe, objective, progress, g)
     return models
 
 
@@ -252,18 +256,27 @@ def _check_finite(loss: torch.Tensor, step: int) -> None:
         )
 
 
-def _fit_loop(model: TransferModel, stream: _BatchStream, n: int, recipe: TrainRecipe,
-              objective: Objective, progress: bool, index: int) -> None:
-    """Train one model with ``torch.optim.SGD``."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+def _fit_loop(model: TransferModel, stream: _IndexStream, batcher: _Batcher, n: int,
+              recipe: TrainRecipe, objective: Objective, progress: bool, index: int) -> None:
+    """Train one model with ``torch.optim.SGD``.
+
+    Gradients start as zeros rather than ``None`` so that parameters the objective does not use
+    (e.g. the head under a self-supervised objective) still get weight decay and momentum, exactly
+    as in the vmap path, where every parameter has a gradient.
+    """
+    parameters = list(model.parameters())
+    optimizer = torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
+    for p in parameters:
+        p.grad = torch.zeros_like(p)
     total = recipe.total_steps(n)
     for step in tqdm(range(total), desc=f"model {index}", disable=not progress):
         for param_group in optimizer.param_groups:
             param_group["lr"] = recipe.learning_rate(step, n)
-        x, y = stream.next()
+        x, y = batcher([stream])
+        x, y = x[0], y[0]
         loss = objective(model.backbone, model.head, x, y)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=False)
         loss.backward()
         optimizer.step()
         if step % _CHECK_EVERY == 0 or step == total - 1:
@@ -275,8 +288,9 @@ def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def _fit_vmap(models: list[TransferModel], streams: list[_BatchStream], sizes: list[int],
-              recipe: TrainRecipe, objective: Objective, progress: bool) -> None:
+def _fit_vmap(models: list[TransferModel], streams: list[_IndexStream], batcher: _Batcher,
+              sizes: list[int], recipe: TrainRecipe, objective: Objective, progress: bool
+              ) -> None:
     """Train all models together on stacked parameters (see module docstring)."""
     params, buffers = stack_module_state(models)
     params = {k: v.detach() for k, v in params.items()}
@@ -294,24 +308,18 @@ def _fit_vmap(models: list[TransferModel], streams: list[_BatchStream], sizes: l
         return objective(features, head, x, y)
 
     step_fn = vmap(grad_and_value(loss_fn))
-    momentum = {k: torch.zeros_like(v) for k, v in params.items()}
+    names = list(params)
+    stacked = [params[k] for k in names]
+    momentum = [torch.zeros_like(p) for p in stacked]
     totals = [recipe.total_steps(n) for n in sizes]
-    device = next(iter(params.values())).device
-    batches: list[tuple[torch.Tensor, torch.Tensor]] = [stream.next() for stream in streams]
     for step in tqdm(range(max(totals)), desc=f"{len(models)} models", disable=not progress):
-        if step:  # a finished model keeps its last batch: no new draws, its lr is 0 anyway
-            batches = [s.next() if step < t else b for s, t, b in zip(streams, totals, batches)]
-        lr = torch.tensor([recipe.learning_rate(step, n) if step < t else 0.0
-                           for n, t in zip(sizes, totals)], device=device)
-        xs = torch.stack([b[0] for b in batches])
-        ys = torch.stack([b[1] for b in batches])
+        # Finished models still draw batches (from their own generators, so nothing else
+        # changes) but take learning rate 0.
+        xs, ys = batcher(streams)
+        lrs = [recipe.learning_rate(step, n) if step < t else 0.0 for n, t in zip(sizes, totals)]
         grads, loss = step_fn(params, buffers, xs, ys)
         with torch.no_grad():
-            for name, p in params.items():
-                d = grads[name].add(p, alpha=recipe.weight_decay) if recipe.weight_decay else \
-                    grads[name]
-                buf = momentum[name].mul_(recipe.momentum).add_(d)
-                p.sub_(lr.view(-1, *[1] * (p.ndim - 1)) * buf)
+            _sgd_update(stacked, [grads[k] for k in names], momentum, lrs, recipe)
         if step % _CHECK_EVERY == 0 or step == max(totals) - 1:
             active = torch.tensor([step < t for t in totals], device=loss.device)
             _check_finite(torch.where(active, loss, 0.0), step)
@@ -319,3 +327,19 @@ def _fit_vmap(models: list[TransferModel], streams: list[_BatchStream], sizes: l
         for g, model in enumerate(models):
             for name, p in model.named_parameters():
                 p.copy_(params[name][g])
+
+
+def _sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor],
+                momentum: list[torch.Tensor], lrs: list[float], recipe: TrainRecipe) -> None:
+    """One ``torch.optim.SGD`` step (foreach form, dampening 0, no Nesterov) on stacked
+    parameters ``[G, ...]`` with one learning rate per model; updates in place."""
+    if recipe.weight_decay:
+        torch._foreach_add_(grads, params, alpha=recipe.weight_decay)
+    torch._foreach_mul_(momentum, recipe.momentum)
+    torch._foreach_add_(momentum, grads)
+    if len(set(lrs)) == 1:
+        torch._foreach_add_(params, momentum, alpha=-lrs[0])
+    else:
+        lr = torch.tensor(lrs, device=params[0].device, dtype=params[0].dtype)
+        scaled = [m * lr.view(-1, *[1] * (m.ndim - 1)) for m in momentum]
+        torch._foreach_sub_(params, scaled)

@@ -97,7 +97,7 @@ def transfer_fixed_feature(
                                 target_train.num_classes, l2=l2, max_iter=max_iter, tol=tol)
         test_features = extract_features(group, target_test, **options).double()
         logits.append(torch.baddbmm(b.unsqueeze(1), test_features, w.transpose(1, 2)).cpu())
-    return TargetOutputs.from_logits(torch.cat(logits), target_test.labels)
+    return TargetOutputs.from_logits(torch.cat(logits), np.array(target_test.labels))
 
 
 def finetune_group(
@@ -129,7 +129,7 @@ def finetune_group(
     fit_models(tuned, target_train, [everything] * len(tuned), generators, recipe,
                objective=objective, strategy=strategy, device=device, progress=progress)
     logits = predict_logits(tuned, target_test, normalization=recipe.normalization, device=device)
-    return TargetOutputs.from_logits(logits.cpu(), target_test.labels)
+    return TargetOutputs.from_logits(logits.cpu(), np.array(target_test.labels))
 
 
 def _check_inputs(models: Sequence[TransferModel], target_train: LabeledImages,

@@ -1,0 +1,155 @@
+"""Ensemble training throughput: one model at a time vs the group trainer, in one run.
+
+The workload is the quickstart pretraining: 28x28 grey images, 20 source classes, each model
+trained on a random half of the classes (class masks) for a fixed number of epochs. "single" is
+how a user would write it: one ``nn.Module``, ``torch.optim.SGD``, a shuffled batch-256 loop, one
+model after another. "group" is :func:`transfer_influence.training.train_group` on the same masks
+(``--strategy``, default ``auto``). Both are timed in the same process, and achieved GFLOP/s
+(forward + backward counted with ``torch.utils.flop_counter.FlopCounterMode``) are compared with a
+float32 matmul peak measured in the same run.
+
+Ends by printing one JSON line with ``models_per_hour_single``, ``models_per_hour_group``,
+``speedup``, ``gflops`` (group) and ``gflops_peak``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from transfer_influence.data.images import LabeledImages
+from transfer_influence.models import build_model
+from transfer_influence.training import TrainRecipe, subset_indices, train_group
+
+CLASSES, SIZE = 20, 28
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """Best-of float32 ``n x n`` matmul throughput in GFLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
+
+
+def step_flops(model: torch.nn.Module, batch: int) -> int:
+    """FLOPs of one forward + backward pass at ``batch`` examples."""
+    x = torch.randn(batch, 1, SIZE, SIZE)
+    y = torch.randint(0, CLASSES, (batch,))
+    with FlopCounterMode(display=False) as counter:
+        F.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops()
+
+
+def train_single(build, data: LabeledImages, indices: np.ndarray, recipe: TrainRecipe,
+                 seed: int) -> int:
+    """The plain PyTorch way: one model, SGD, shuffled full batches. Returns steps taken."""
+    torch.manual_seed(seed)
+    model = build()
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    x_all = torch.as_tensor(data.images[indices], dtype=torch.float32) / 255
+    y_all = torch.as_tensor(data.labels[indices])
+    total = recipe.total_steps(len(indices))
+    steps = 0
+    while steps < total:
+        order = torch.randperm(len(indices))
+        for start in range(0, len(order) - recipe.batch_size + 1, recipe.batch_size):
+            batch = order[start:start + recipe.batch_size]
+            loss = F.cross_entropy(model(x_all[batch]), y_all[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            if steps == total:
+                break
+    return steps
+
+
+def timed(fn) -> float:
+    """Wall-clock seconds of ``fn()``."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="about a minute on 2 cores")
+    parser.add_argument("--model", default="mlp", choices=["mlp", "small_cnn"])
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--strategy", default="auto", choices=["auto", "loop", "vmap"])
+    parser.add_argument("--epochs", type=float, default=None)
+    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs each")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table")
+    args = parser.parse_args()
+
+    per_class = 1000
+    epochs = args.epochs or (1.0 if args.quick else 4.0)
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(CLASSES), per_class)
+    images = rng.integers(0, 256, (len(labels), 1, SIZE, SIZE), dtype=np.uint8)
+    data = LabeledImages(images, labels, tuple(f"c{k}" for k in range(CLASSES)), "bench")
+    masks = np.zeros((args.group_size, CLASSES), dtype=bool)
+    for g in range(args.group_size):
+        masks[g, rng.choice(CLASSES, CLASSES // 2, replace=False)] = True
+    recipe = TrainRecipe(epochs=epochs, lr=0.05, weight_decay=5e-4, schedule="cosine")
+    options = {"mlp": {"width": 512, "depth": 2}, "small_cnn": {"width": 32}}[args.model]
+
+    def build():
+        return build_model(args.model, in_channels=1, image_size=SIZE, num_classes=CLASSES,
+                           **options)
+
+    peak = matmul_peak_gflops()
+    flops = step_flops(build(), recipe.batch_size)
+    subsets = subset_indices(data, masks, "class")
+    steps = sum(recipe.total_steps(len(s)) for s in subsets)
+    print(f"{args.model} {options}, {args.group_size} models x {epochs} epochs on ~10k images, "
+          f"{steps} steps of {flops / 1e9:.2f} GFLOP; torch threads {torch.get_num_threads()}")
+
+    def run_single() -> None:
+        for g, indices in enumerate(subsets):
+            train_single(build, data, indices, recipe, seed=g)
+
+    def run_group() -> None:
+        train_group(build, data, masks, unit="class", seeds=range(args.group_size),
+                    recipe=recipe, strategy=args.strategy)
+
+    # Alternate the two and keep the best time of each, so that load from other processes
+    # (shared machines) hits both alike.
+    single = group = float("inf")
+    for _ in range(args.repeats):
+        single = min(single, timed(run_single))
+        group = min(group, timed(run_group))
+    if args.profile:
+        with torch.profiler.profile() as prof:
+            run_group()
+
+    peak = max(peak, matmul_peak_gflops())  # best of before and after: load varies
+    result = {
+        "models_per_hour_single": round(args.group_size * 3600 / single, 1),
+        "models_per_hour_group": round(args.group_size * 3600 / group, 1),
+        "speedup": round(single / group, 3),
+        "gflops": round(steps * flops / group / 1e9, 1),
+        "gflops_peak": round(peak, 1),
+    }
+    print(f"single: {single:.1f} s ({steps * flops / single / 1e9:.1f} GFLOP/s); "
+          f"group[{args.strategy}]: {group:.1f} s ({result['gflops']} GFLOP/s); "
+          f"matmul peak {peak:.1f} GFLOP/s -> {result['gflops'] / peak:.0%} of peak")
+    if args.profile:
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

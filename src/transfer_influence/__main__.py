@@ -1,0 +1,5 @@
+"""``python -m transfer_influence`` runs the command-line tool."""
+
+from .cli import main
+
+main()

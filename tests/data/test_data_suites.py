@@ -1,0 +1,106 @@
+"""Transfer suites on the shipped data and the planted synthetic problem."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from transfer_influence.data import (
+    LabeledImages,
+    TransferData,
+    fashion_digits_suite,
+    planted_transfer_problem,
+    split_fashion_suite,
+)
+from transfer_influence.errors import DataError
+
+
+def test_fashion_digits_suite():
+    data = fashion_digits_suite(seed=0, target_train_per_class=5)
+    assert data.source.num_classes == 20 and data.target_train.num_classes == 10
+    assert data.source.class_names[0] == "fashion/T-shirt/top"
+    assert data.source.class_names[-1] == "mnist/9"
+    counts = data.source.class_counts()
+    assert (counts == counts[0]).all()
+    np.testing.assert_array_equal(data.target_train.class_counts(), [5] * 10)
+    assert data.target_test.image_shape == (1, 28, 28)
+    again = fashion_digits_suite(seed=0, target_train_per_class=5)
+    assert again.fingerprints() == data.fingerprints()
+    assert fashion_digits_suite(seed=1).fingerprints()["source"] != data.fingerprints()["source"]
+
+
+def test_split_fashion_suite():
+    data = split_fashion_suite(seed=0)
+    assert data.source.num_classes == 15 and data.target_test.num_classes == 5
+    np.testing.assert_array_equal(data.source.class_counts()[:5], [1000] * 5)
+    np.testing.assert_array_equal(data.source.class_counts()[5:], [800] * 10)
+    assert data.target_train.class_names == (
+        "T-shirt/top",
+        "Dress",
+        "Shirt",
+        "Sneaker",
+        "Ankle boot",
+    )
+    assert (len(data.target_train), len(data.target_test)) == (100, 5000)
+    with pytest.raises(DataError, match="lower n_per_class"):
+        split_fashion_suite(digits_per_class=900)
+
+
+def test_transfer_data_checks_shapes_and_classes():
+    a = LabeledImages(np.zeros((2, 1, 4, 4), np.uint8), [0, 1], ("x", "y"))
+    b = LabeledImages(np.zeros((2, 1, 5, 5), np.uint8), [0, 1], ("x", "y"))
+    with pytest.raises(DataError, match="image shapes differ"):
+        TransferData(a, b, b)
+    with pytest.raises(DataError, match="same classes"):
+        TransferData(a, a, LabeledImages(a.images, [1, 0], ("y", "x")))
+
+
+def _nearest(images: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
+    x = images.reshape(len(images), -1) / 255.0
+    p = prototypes.reshape(len(prototypes), -1)
+    return ((x[:, None] - p[None]) ** 2).sum(-1).argmin(1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_planted_problem_structure(seed):
+    data, truth = planted_transfer_problem(seed)
+    source, protos = data.source, truth.target_prototypes
+    assert source.num_classes == 8 and data.target_train.num_classes == 4
+    assert source.class_names[truth.helpful_source_class] == truth.helpful_source_name
+    assert len(truth.filler_source_classes) == 6
+    t, u = truth.target_class, truth.confused_with
+    # t and u are the closest pair of target prototypes: the one that needs good features
+    distances = ((protos[:, None] - protos[None]) ** 2).sum(axis=(2, 3, 4))
+    distances[np.diag_indices_from(distances)] = np.inf
+    assert set(np.unravel_index(distances.argmin(), distances.shape)) == {t, u}
+
+    def nearest_of(k: int) -> np.ndarray:
+        return _nearest(source.images[source.labels == k], protos)
+
+    helpful = nearest_of(truth.helpful_source_class)
+    assert (helpful == t).mean() > 0.8
+    harmful = nearest_of(truth.harmful_source_class)
+    assert 0.3 < (harmful == t).mean() < 0.7 and ((harmful == t) | (harmful == u)).mean() > 0.9
+
+    def mean_distances(k: int) -> np.ndarray:
+        mean = source.images[source.labels == k].mean(0) / 255.0
+        return np.sqrt(((mean - protos) ** 2).sum(axis=(1, 2, 3)))
+
+    # helpful sits on t, harmful halfway between t and u, fillers far from every target class
+    helpful_to_t = mean_distances(truth.helpful_source_class)[t]
+    harmful_to_t = mean_distances(truth.harmful_source_class)[t]
+    fillers = min(mean_distances(k).min() for k in truth.filler_source_classes)
+    assert helpful_to_t < 0.5 * harmful_to_t and 1.5 * harmful_to_t < fillers
+    test_nearest = _nearest(data.target_test.images, protos)
+    assert (test_nearest == data.target_test.labels).mean() > 0.8
+
+
+def test_planted_problem_is_seeded():
+    a, truth_a = planted_transfer_problem(3)
+    b, truth_b = planted_transfer_problem(3)
+    assert a.fingerprints() == b.fingerprints()
+    assert (truth_a.target_class, truth_a.harmful_source_class) == (
+        truth_b.target_class,
+        truth_b.harmful_source_class,
+    )
+    assert planted_transfer_problem(4)[0].fingerprints() != a.fingerprints()

@@ -1,0 +1,160 @@
+"""Group trainer: group == alone for both strategies, reproducibility, SGD semantics, errors."""
+
+import numpy as np
+import pytest
+import torch
+
+from transfer_influence.data.images import LabeledImages
+from transfer_influence.errors import TrainingError
+from transfer_influence.models import build_model
+from transfer_influence.training import (
+    Normalization,
+    TrainRecipe,
+    choose_strategy,
+    pretrain_group,
+    subset_indices,
+    train_group,
+)
+
+RECIPE = TrainRecipe(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5, crop_padding=1,
+                     hflip=True, label_smoothing=0.1,
+                     normalization=Normalization(mean=(0.5,), std=(0.25,)))
+# Class sizes differ, so the three models below see subsets of different sizes and take
+# different numbers of steps.
+MASKS = np.array([[1, 1, 0, 1, 1], [1, 0, 1, 0, 0], [0, 1, 1, 1, 1]], dtype=bool)
+SEEDS = [11, 12, 13]
+
+
+@pytest.fixture(scope="module")
+def source():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(5), [40, 25, 30, 50, 35])
+    images = rng.integers(0, 256, (len(labels), 1, 8, 8), dtype=np.uint8)
+    return LabeledImages(images, labels, tuple("abcde"), "toy")
+
+
+def builder(name):
+    width = {"mlp": 16, "small_cnn": 4}[name]
+    return lambda: build_model(name, in_channels=1, image_size=8, num_classes=5, width=width)
+
+
+def flat(model):
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_subset_sizes_differ(source):
+    sizes = [len(s) for s in subset_indices(source, MASKS, "class")]
+    assert sizes == [150, 70, 140]
+    assert len({RECIPE.total_steps(n) for n in sizes}) == 3
+
+
+@pytest.mark.parametrize("name", ["mlp", "small_cnn"])
+@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+def test_group_equals_alone(source, name, strategy):
+    group = train_group(builder(name), source, MASKS, unit="class", seeds=SEEDS, recipe=RECIPE,
+                        strategy=strategy)
+    for g in range(len(SEEDS)):
+        alone = train_group(builder(name), source, MASKS[g:g + 1], unit="class",
+                            seeds=SEEDS[g:g + 1], recipe=RECIPE, strategy="loop")[0]
+        torch.testing.assert_close(flat(group[g]), flat(alone), rtol=1e-5, atol=1e-5)
+
+
+def test_vmap_matches_torch_sgd_without_momentum_or_decay(source):
+    recipe = RECIPE.model_copy(update={"momentum": 0.0, "weight_decay": 0.0})
+    kwargs = {"unit": "class", "seeds": SEEDS[:2], "recipe": recipe}
+    looped = train_group(builder("mlp"), source, MASKS[:2], strategy="loop", **kwargs)
+    vmapped = train_group(builder("mlp"), source, MASKS[:2], strategy="vmap", **kwargs)
+    for a, b in zip(looped, vmapped):
+        torch.testing.assert_close(flat(a), flat(b), rtol=1e-5, atol=1e-5)
+
+
+def test_example_masks_and_reproducibility(source):
+    rng = np.random.default_rng(1)
+    masks = rng.random((2, len(source))) < 0.5
+
+    def run(seeds):
+        return train_group(builder("mlp"), source, masks, unit="example", seeds=seeds,
+                           recipe=RECIPE)
+
+    first, again, other = run([1, 2]), run([1, 2]), run([3, 2])
+    assert torch.equal(flat(first[0]), flat(again[0]))
+    assert not torch.equal(flat(first[0]), flat(other[0]))
+    assert torch.equal(flat(first[1]), flat(other[1]))
+
+
+def test_result_independent_of_global_rng(source):
+    def run():
+        return train_group(builder("mlp"), source, MASKS[:1], unit="class", seeds=[0],
+                           recipe=RECIPE)[0]
+
+    torch.manual_seed(0)
+    a = run()
+    torch.manual_seed(123)
+    assert torch.equal(flat(a), flat(run()))
+
+
+def test_training_reduces_loss_on_learnable_data():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), 60)
+    images = rng.integers(0, 60, (180, 1, 8, 8), dtype=np.uint8)
+    images[np.arange(180), 0, labels, 0] = 255  # a bright pixel whose row tells the class
+    data = LabeledImages(images, labels, ("a", "b", "c"))
+    recipe = TrainRecipe(epochs=15, batch_size=32, lr=0.1, schedule="triangular")
+    model = pretrain_group("mlp", data, np.ones((1, 3), bool), unit="class", seeds=[0],
+                           recipe=recipe, model_options={"width": 32, "depth": 1})[0]
+    x = torch.as_tensor(images, dtype=torch.float32) / 255
+    accuracy = (model(x).argmax(1).numpy() == labels).mean()
+    assert accuracy > 0.9
+
+
+def test_empty_mask_raises(source):
+    masks = MASKS.copy()
+    masks[1] = False
+    with pytest.raises(TrainingError, match="model 1 .* no source class"):
+        train_group(builder("mlp"), source, masks, unit="class", seeds=SEEDS, recipe=RECIPE)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"masks": MASKS[:, :4]}, "bool array"),
+        ({"masks": MASKS.astype(int)}, "bool array"),
+        ({"seeds": [1]}, "one per model"),
+        ({"unit": "pixel"}, "unit must be"),
+        ({"strategy": "magic"}, "strategy must be"),
+    ],
+)
+def test_bad_inputs(source, kwargs, message):
+    args = {"masks": MASKS, "unit": "class", "seeds": SEEDS, "strategy": "auto"} | kwargs
+    with pytest.raises(TrainingError, match=message):
+        train_group(builder("mlp"), source, args["masks"], unit=args["unit"], seeds=args["seeds"],
+                    recipe=RECIPE, strategy=args["strategy"])
+
+
+def test_divergence_raises(source):
+    recipe = RECIPE.model_copy(update={"lr": 1e12, "warmup_epochs": 0.0})
+    with pytest.raises(TrainingError, match="diverged"):
+        train_group(builder("mlp"), source, MASKS, unit="class", seeds=SEEDS, recipe=recipe,
+                    strategy="vmap")
+
+
+def test_custom_objective_runs_under_both_strategies(source):
+    def feature_norm(features, head, x, y):  # label-free, ignores the head
+        return (features(x).square().mean() - 1.0).square()
+
+    trained = [
+        train_group(builder("small_cnn"), source, MASKS[:2], unit="class", seeds=[1, 2],
+                    recipe=RECIPE, objective=feature_norm, strategy=strategy)
+        for strategy in ("loop", "vmap")
+    ]
+    for a, b in zip(*trained):
+        torch.testing.assert_close(flat(a), flat(b), rtol=1e-5, atol=1e-5)
+
+
+def test_auto_strategy():
+    mlp, cnn = builder("mlp")(), builder("small_cnn")()
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert choose_strategy("auto", cpu, mlp) == "vmap"
+    assert choose_strategy("auto", cpu, cnn) == "loop"
+    assert choose_strategy("auto", cuda, cnn) == "vmap"
+    assert choose_strategy("loop", cuda, mlp) == "loop"

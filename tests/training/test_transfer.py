@@ -1,0 +1,85 @@
+"""Transfer paths: fixed-feature heads and fine-tuning, reduced to the four stored numbers."""
+
+import numpy as np
+import pytest
+import torch
+
+from transfer_influence.data.images import LabeledImages
+from transfer_influence.errors import TrainingError
+from transfer_influence.models import build_model, reset_parameters
+from transfer_influence.outputs import TargetOutputs
+from transfer_influence.training import (
+    Normalization,
+    TrainRecipe,
+    extract_features,
+    finetune_group,
+    fit_linear_heads,
+    predict_logits,
+    transfer_fixed_feature,
+)
+
+NORM = Normalization(mean=(0.4,), std=(0.3,))
+
+
+def target_split(n, seed):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 3
+    images = rng.integers(0, 80, (n, 1, 8, 8), dtype=np.uint8)
+    images[np.arange(n), 0, 2 * labels, 2 * labels] = 255  # class-dependent bright pixel
+    return LabeledImages(images, labels, ("x", "y", "z"), f"target{seed}")
+
+
+@pytest.fixture(scope="module")
+def models():
+    out = []
+    for seed in (0, 1):
+        model = build_model("small_cnn", in_channels=1, image_size=8, num_classes=5, width=4)
+        reset_parameters(model, torch.Generator().manual_seed(seed))
+        out.append(model)
+    return out
+
+
+def test_extract_features_shape_and_batching(models):
+    data = target_split(30, 0)
+    full = extract_features(models, data, normalization=NORM)
+    small_batches = extract_features(models, data, normalization=NORM, batch_size=7)
+    assert full.shape == (2, 30, models[0].feature_dim)
+    torch.testing.assert_close(full, small_batches)
+
+
+def test_fixed_feature_outputs(models):
+    train, test = target_split(60, 1), target_split(24, 2)
+    outputs = transfer_fixed_feature(models, train, test, l2=1e-3, normalization=NORM)
+    assert isinstance(outputs, TargetOutputs) and outputs.shape == (2, 24)
+    # Same as fitting the heads by hand on the extracted features.
+    feats = extract_features(models, train, normalization=NORM).double()
+    w, b = fit_linear_heads(feats, torch.as_tensor(np.array(train.labels)), 3, l2=1e-3)
+    test_feats = extract_features(models, test, normalization=NORM).double()
+    logits = torch.baddbmm(b.unsqueeze(1), test_feats, w.transpose(1, 2))
+    np.testing.assert_array_equal(outputs.predicted, logits.argmax(2).numpy())
+    # softmax of the full logits equals exp(correct - logsumexp) from the stored numbers.
+    probs = torch.softmax(logits, dim=2).gather(2, torch.as_tensor(np.array(test.labels)).view(1, -1, 1)
+                                                .expand(2, -1, 1)).squeeze(2)
+    np.testing.assert_allclose(outputs.variant("prob_correct"), probs.numpy(), atol=1e-5)
+
+
+def test_finetune_group(models):
+    train, test = target_split(60, 3), target_split(24, 4)
+    recipe = TrainRecipe(epochs=3, batch_size=16, lr=0.05, normalization=NORM)
+    before = [p.clone() for p in models[0].parameters()]
+    outputs = finetune_group(models, train, test, recipe, seeds=[5, 6], strategy="vmap")
+    assert outputs.shape == (2, 24)
+    assert all(torch.equal(a, b) for a, b in zip(before, models[0].parameters()))
+    alone = finetune_group(models[1:], train, test, recipe, seeds=[6], strategy="loop")
+    np.testing.assert_allclose(outputs.correct_logit[1:], alone.correct_logit, atol=1e-5)
+
+
+def test_predict_logits_shape(models):
+    assert predict_logits(models, target_split(10, 5)).shape == (2, 10, 5)
+
+
+def test_mismatched_classes(models):
+    train = target_split(12, 1)
+    other = LabeledImages(train.images, train.labels, ("p", "q", "r"))
+    with pytest.raises(TrainingError, match="class names"):
+        transfer_fixed_feature(models, train, other, l2=1e-3)
