@@ -95,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
 
     per_class = 1000
-    epochs = args.epochs or (1.0 if args.quick else 4.0)
+    epochs = args.epochs or (2.0 if args.quick else 6.0)
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(CLASSES), per_class)
     images = rng.integers(0, 256, (len(labels), 1, SIZE, SIZE), dtype=np.uint8)

@@ -1,5 +1,26 @@
-"""transfer-influence: which source (pretraining) data helps or hurts a downstream task."""
+"""transfer-influence: which source (pretraining) data helps or hurts a downstream task.
 
+The public API, stage by stage (see DESIGN.md):
+
+- config: :func:`load_config`, :class:`ExperimentConfig`
+- data: :class:`LabeledImages`, :func:`load_dataset`, :class:`TransferData` and the suites
+- models: :func:`build_model`, :class:`TransferModel`
+- training: :class:`TrainRecipe`, :func:`pretrain_group`, :func:`transfer_fixed_feature`,
+  :func:`finetune_group`
+- sweeps: :func:`subset_masks`, :class:`SweepStore`, :func:`run_local`, :func:`run_ray`,
+  :func:`run_shard`
+- estimators: :func:`difference_in_means`, :func:`estimate_influence`, :class:`InfluenceResult`
+"""
+
+from .config import ExperimentConfig, load_config, parse_config
+from .data import (
+    LabeledImages,
+    TransferData,
+    fashion_digits_suite,
+    load_dataset,
+    planted_transfer_problem,
+    split_fashion_suite,
+)
 from .errors import (
     ConfigError,
     DataError,
@@ -8,18 +29,46 @@ from .errors import (
     TrainingError,
     TransferInfluenceError,
 )
+from .estimators import InfluenceResult, difference_in_means, estimate_influence
+from .models import TransferModel, build_model
 from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant
+from .sweep import SweepPlan, SweepStore, run_local, run_ray, run_shard, subset_masks
+from .training import TrainRecipe, finetune_group, pretrain_group, transfer_fixed_feature
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "OUTPUT_VARIANTS",
     "ConfigError",
     "DataError",
+    "ExperimentConfig",
+    "InfluenceResult",
+    "LabeledImages",
     "ModelError",
-    "OUTPUT_VARIANTS",
     "StoreError",
+    "SweepPlan",
+    "SweepStore",
     "TargetOutputs",
+    "TrainRecipe",
     "TrainingError",
+    "TransferData",
     "TransferInfluenceError",
+    "TransferModel",
+    "build_model",
+    "difference_in_means",
+    "estimate_influence",
+    "fashion_digits_suite",
+    "finetune_group",
+    "load_config",
+    "load_dataset",
     "output_variant",
+    "parse_config",
+    "planted_transfer_problem",
+    "pretrain_group",
+    "run_local",
+    "run_ray",
+    "run_shard",
+    "split_fashion_suite",
+    "subset_masks",
+    "transfer_fixed_feature",
 ]

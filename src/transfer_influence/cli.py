@@ -23,7 +23,7 @@ from .config import ExperimentConfig, load_config, parse_config, read_toml
 from .errors import StoreError, TransferInfluenceError
 from .estimators import InfluenceResult, estimate_influence
 from .outputs import OUTPUT_VARIANTS
-from .sweep.runners import run_local, run_ray, run_shard
+from .sweep.runners import init_store, run_local, run_ray, run_shard
 from .sweep.store import SweepStore
 
 app = typer.Typer(
@@ -103,6 +103,15 @@ def run(
         raise typer.BadParameter(f"{runner!r}; choose local or ray", param_hint="--runner")
     done, total = store.status()
     console.print(f"{done}/{total} models complete in {store.path}")
+
+
+@app.command()
+@_friendly_errors
+def init(config: ConfigArg) -> None:
+    """Create the sweep's store without training (do this once before array-job workers)."""
+    store = init_store(load_config(config))
+    console.print(f"store ready at {store.path}: {store.num_completed}/{store.num_models} models,"
+                  f" {store.num_units} units, {store.num_targets} target examples")
 
 
 @app.command()

@@ -67,7 +67,3 @@ def reset_parameters(module: nn.Module, generator: torch.Generator | None = None
             nn.init.ones_(sub.weight)
             nn.init.zeros_(sub.bias)
 
-
-def has_convolutions(model: nn.Module) -> bool:
-    """Whether ``model`` contains convolutions (used to pick a training strategy on CPU)."""
-    return any(isinstance(m, nn.Conv2d) for m in model.modules())

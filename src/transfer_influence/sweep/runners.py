@@ -73,12 +73,18 @@ def run_local(config: ExperimentConfig, *, quiet: bool = False) -> SweepStore:
     return store
 
 
+def init_store(config: ExperimentConfig) -> SweepStore:
+    """Create the sweep's store (or check an existing one) without training anything; run this
+    once before starting array-job workers."""
+    return SweepPlan.from_config(config).open_store()
+
+
 def run_shard(config: ExperimentConfig, shard: int, num_shards: int, *, quiet: bool = False
               ) -> SweepStore:
     """Train the missing models of one array-job shard (group ``k`` goes to shard ``k % N``).
 
-    Create the store first (``transfer-influence run --init-only`` or any runner): concurrent
-    shards creating it at the same instant could race.
+    Create the store first (``transfer-influence init``): concurrent shards creating it at the
+    same instant could race.
     """
     plan = SweepPlan.from_config(config)
     store = plan.open_store()

@@ -39,8 +39,10 @@ class TrainRecipe(BaseModel):
     learning-rate schedule, optional label smoothing and crop/flip augmentation.
 
     ``warmup_epochs`` may be fractional. The learning rate ramps linearly from ``lr / warmup_steps``
-    to ``lr`` over the warm-up steps, then follows ``schedule`` down to 0 at the last step
-    (``triangular``: linearly; ``cosine``: half a cosine; ``constant``: stays at ``lr``).
+    to ``lr`` over the warm-up steps, then decays over the remaining ``k`` steps as
+    ``lr * (1 - i / k)`` (``triangular``) or ``lr * (1 + cos(pi * i / k)) / 2`` (``cosine``) for
+    ``i = 0 .. k-1``, so no step is wasted at learning rate 0; ``constant`` stays at ``lr``.
+    Epochs count passes over each model's *own* subset, so step counts follow subset sizes.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
