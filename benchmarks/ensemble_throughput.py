@@ -88,6 +88,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="about a minute on 2 cores")
     parser.add_argument("--model", default="mlp", choices=["mlp", "small_cnn"])
     parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--width", type=int, default=None, help="model width (default: 512 "
+                        "for mlp, 32 for small_cnn; the quickstart uses an mlp of width 32)")
+    parser.add_argument("--depth", type=int, default=None, help="mlp hidden layers (default 2)")
+    parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--strategy", default="auto", choices=["auto", "loop", "vmap"])
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs each")
@@ -103,8 +107,13 @@ def main() -> None:
     masks = np.zeros((args.group_size, CLASSES), dtype=bool)
     for g in range(args.group_size):
         masks[g, rng.choice(CLASSES, CLASSES // 2, replace=False)] = True
-    recipe = TrainRecipe(epochs=epochs, lr=0.05, weight_decay=5e-4, schedule="cosine")
+    recipe = TrainRecipe(epochs=epochs, lr=0.05, weight_decay=5e-4, schedule="cosine",
+                         batch_size=args.batch_size)
     options = {"mlp": {"width": 512, "depth": 2}, "small_cnn": {"width": 32}}[args.model]
+    if args.width is not None:
+        options["width"] = args.width
+    if args.depth is not None and args.model == "mlp":
+        options["depth"] = args.depth
 
     def build():
         return build_model(args.model, in_channels=1, image_size=SIZE, num_classes=CLASSES,

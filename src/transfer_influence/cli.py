@@ -11,16 +11,17 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Callable, Optional, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .config import ExperimentConfig, load_config, parse_config, read_toml
-from .errors import StoreError, TransferInfluenceError
+from .errors import TransferInfluenceError
 from .estimators import InfluenceResult, estimate_influence
 from .outputs import OUTPUT_VARIANTS
 from .sweep.runners import init_store, run_local, run_ray, run_shard
@@ -88,7 +89,7 @@ def _influence(config: ExperimentConfig, variant: str) -> InfluenceResult:
 def run(
     config: ConfigArg,
     runner: Annotated[str, typer.Option(help="local (in-process) or ray")] = "local",
-    address: Annotated[Optional[str], typer.Option(help="Ray cluster address")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run (or resume) the sweep: pretrain and transfer every missing model."""
@@ -151,7 +152,7 @@ def estimate(
     )
 
 
-def _top_table(result: InfluenceResult, k: int, target_class: Optional[str]) -> dict:
+def _top_table(result: InfluenceResult, k: int, target_class: str | None) -> dict:
     helpful = result.top(k, target_class=target_class)
     harmful = result.top(k, target_class=target_class, harmful=True)
     return {"target_class": target_class or "(all)", "variant": result.variant,
@@ -178,7 +179,7 @@ def top(
     config: ConfigArg,
     k: Annotated[int, typer.Option(help="how many units per list")] = 5,
     target_class: Annotated[
-        Optional[str], typer.Option(help="a target class name; default: overall")] = None,
+        str | None, typer.Option(help="a target class name; default: overall")] = None,
     per_class: Annotated[bool, typer.Option(help="one table per target class")] = False,
     variant: VariantOpt = "prob_correct",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
@@ -228,7 +229,7 @@ def quickstart_config(store: Path, num_models: int | None = None) -> ExperimentC
 def quickstart(
     store: Annotated[Path, typer.Option(help="where the sweep's store goes")] = Path(
         "runs/quickstart.zarr"),
-    models: Annotated[Optional[int], typer.Option(help="override the number of models")] = None,
+    models: Annotated[int | None, typer.Option(help="override the number of models")] = None,
     k: Annotated[int, typer.Option(help="classes per list")] = 3,
     quiet: QuietOpt = False,
 ) -> None:

@@ -50,7 +50,7 @@ class DatasetSpec(_Strict):
     per_class: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
-    def _name_or_path(self) -> "DatasetSpec":
+    def _name_or_path(self) -> DatasetSpec:
         if (self.name is None) == (self.path is None):
             raise ValueError("give exactly one of `name` (a shipped dataset) or `path` (your file)")
         if self.path is not None and self.format == "shipped":
@@ -80,7 +80,7 @@ class DataConfig(_Strict):
     channels: Literal[1, 3] | None = None
 
     @model_validator(mode="after")
-    def _suite_or_datasets(self) -> "DataConfig":
+    def _suite_or_datasets(self) -> DataConfig:
         explicit = bool(self.source) or self.target_train is not None
         if self.suite is not None and explicit:
             raise ValueError("give either `suite` or `source`/`target_train`/`target_test`, not both")
@@ -115,7 +115,7 @@ class TransferConfig(_Strict):
     recipe: TrainRecipe | None = None
 
     @model_validator(mode="after")
-    def _recipe_for_finetune(self) -> "TransferConfig":
+    def _recipe_for_finetune(self) -> TransferConfig:
         if self.mode == "finetune" and self.recipe is None:
             raise ValueError("transfer.mode = 'finetune' needs a [transfer.recipe] table")
         return self

@@ -54,7 +54,7 @@ class TargetOutputs:
 
     @classmethod
     def from_logits(cls, logits: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray
-                    ) -> "TargetOutputs":
+                    ) -> TargetOutputs:
         """Reduce full logits ``[models, targets, classes]`` with labels ``[targets]``."""
         logits_t = torch.as_tensor(logits, dtype=torch.float32)
         labels_t = torch.as_tensor(labels, dtype=torch.int64)

@@ -153,6 +153,12 @@ def test_custom_objective_runs_under_both_strategies(source):
 
 def test_auto_strategy():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert choose_strategy("auto", cpu) == "loop"
-    assert choose_strategy("auto", cuda) == "vmap"
-    assert choose_strategy("vmap", cpu) == "vmap"
+    small_mlp = build_model("mlp", in_channels=1, image_size=28, num_classes=20, width=32, depth=1)
+    big_mlp = build_model("mlp", in_channels=1, image_size=28, num_classes=20, width=512)
+    cnn = build_model("small_cnn", in_channels=1, image_size=28, num_classes=20, width=8)
+    assert choose_strategy("auto", cpu, small_mlp) == "vmap"  # overhead-bound: batching wins
+    assert choose_strategy("auto", cpu, big_mlp) == "loop"
+    assert choose_strategy("auto", cpu, cnn) == "loop"
+    assert choose_strategy("auto", cuda, cnn) == "vmap"
+    assert choose_strategy("vmap", cpu, big_mlp) == "vmap"
+    assert choose_strategy("loop", cpu, small_mlp) == "loop"

@@ -34,7 +34,7 @@ class SweepPlan:
     data: TransferData
 
     @classmethod
-    def from_config(cls, config: ExperimentConfig) -> "SweepPlan":
+    def from_config(cls, config: ExperimentConfig) -> SweepPlan:
         """Load the config's data (cached per process by the data layer)."""
         return cls(config, build_transfer_data(config.data, base_dir=config.base_dir))
 

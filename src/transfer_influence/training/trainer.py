@@ -26,12 +26,16 @@ Two strategies compute the same thing:
   by hand to the stacked tensors exactly as ``torch.optim.SGD`` does it
   (``d = g + wd * p; buf = momentum * buf + d; p -= lr * buf``, with ``buf = d`` on step one).
 
-``auto`` picks ``vmap`` on CUDA and ``loop`` on CPU. Measured on a 2-core CPU (torch 2.13,
-``benchmarks/ensemble_throughput.py``, 8 MLPs 784-512-512-20 at batch 256): the loop reached
-~140 GFLOP/s, 74% of the float32 matmul peak, and the vmapped group ~130 GFLOP/s; vmapped
-convolutions (small CNN) ran 2-3x slower than the loop. On a CPU shared with other busy
-processes the vmapped MLP group was up to 2x faster than the loop (fewer, larger kernels suffer
-less from preemption), so ``strategy="vmap"`` is worth forcing there.
+``auto`` picks ``vmap`` on CUDA. On CPU it picks ``vmap`` for small convolution-free models
+(at most ``SMALL_MODEL_PARAMETERS`` parameters, where per-step overhead, not arithmetic, bounds
+the loop) and ``loop`` otherwise. Measured on a 2-core CPU (torch 2.13,
+``benchmarks/ensemble_throughput.py --quick``, 8 models, one run, idle machine):
+
+- MLP 784-512-512-20, batch 256: loop ~140-154 GFLOP/s (65-74% of matmul peak), vmap ~130;
+- MLP 784-256-20, batch 64: loop 0.90x, vmap 0.87x of the plain loop (a tie);
+- MLP 784-128-20, batch 64: loop 1.04x, vmap 1.22x;
+- MLP 784-32-20 (the quickstart's), batch 64: loop 0.96x, vmap 1.88x;
+- small CNN: vmapped convolutions 2-3x slower than the loop.
 """
 
 from __future__ import annotations
@@ -159,13 +163,23 @@ def pretrain_group(
                        objective=objective, strategy=strategy, device=device, progress=progress)
 
 
-def choose_strategy(strategy: Strategy, device: torch.device) -> Literal["vmap", "loop"]:
-    """Resolve ``auto``: ``vmap`` on CUDA, ``loop`` on CPU (see module docstring)."""
+SMALL_MODEL_PARAMETERS = 150_000
+
+
+def choose_strategy(strategy: Strategy, device: torch.device, model: torch.nn.Module
+                    ) -> Literal["vmap", "loop"]:
+    """Resolve ``auto`` (see module docstring): ``vmap`` on CUDA and, on CPU, for a small model
+    without convolutions; ``loop`` otherwise. The choice depends only on the model and device, so
+    results stay a pure function of the configuration."""
     if strategy not in ("auto", "vmap", "loop"):
         raise TrainingError(f"strategy must be 'auto', 'vmap' or 'loop', got {strategy!r}.")
     if strategy != "auto":
         return strategy
-    return "vmap" if device.type == "cuda" else "loop"
+    if device.type == "cuda":
+        return "vmap"
+    small = sum(p.numel() for p in model.parameters()) <= SMALL_MODEL_PARAMETERS
+    convolutional = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+    return "vmap" if small and not convolutional else "loop"
 
 
 class _IndexStream:
@@ -238,7 +252,7 @@ def fit_models(
     streams = [_IndexStream(s, g, recipe.batch_size) for s, g in zip(subsets, generators)]
     sizes = [len(s) for s in subsets]
     models = [m.to(device).train() for m in models]
-    if choose_strategy(strategy, device) == "vmap":
+    if choose_strategy(strategy, device, models[0]) == "vmap":
         _fit_vmap(models, streams, batcher, sizes, recipe, objective, progress)
     else:
         for g, (model, stream, n) in enumerate(zip(models, streams, sizes)):
