@@ -72,10 +72,14 @@ def _result_path(config: ExperimentConfig, variant: str) -> Path:
     return folder / f"{Path(store).name}.influence-{variant}.npz"
 
 
+def _read_store(config: ExperimentConfig) -> SweepStore:
+    """The config's store, read-only, refused if another configuration wrote it."""
+    return SweepStore.open(config.store_path(), config_hash=config.config_hash(), read_only=True)
+
+
 def _influence(config: ExperimentConfig, variant: str) -> InfluenceResult:
     """The saved estimate if it covers every completed model, else a fresh one (not saved)."""
-    store = SweepStore.open(config.store_path(), config_hash=config.config_hash(),
-                            read_only=True)
+    store = _read_store(config)
     saved = _result_path(config, variant)
     if saved.exists():
         result = InfluenceResult.load(saved)
@@ -139,8 +143,7 @@ def estimate(
     """Difference-in-means influence of every source unit on every target example."""
     _check_variant(variant)
     experiment = load_config(config)
-    store = SweepStore.open(experiment.store_path(), config_hash=experiment.config_hash(),
-                            read_only=True)
+    store = _read_store(experiment)
     result = estimate_influence(store, variant)  # type: ignore[arg-type]
     path = _result_path(experiment, variant)
     result.save(path, overwrite=overwrite)
@@ -201,8 +204,7 @@ def top(
 def status(config: ConfigArg) -> None:
     """Models done / total, and the estimated time to finish."""
     experiment = load_config(config)
-    store = SweepStore.open(experiment.store_path(), config_hash=experiment.config_hash(),
-                            read_only=True)
+    store = _read_store(experiment)
     done, total = store.status()
     line = f"{done}/{total} models complete ({100 * done / total:.0f}%) in {store.path}"
     rate = store.recent_rate()

@@ -64,14 +64,6 @@ class SweepPlan:
         sweep = self.config.sweep
         return subset_masks(sweep.seed, indices, len(self.unit_names), sweep.alpha)
 
-    def fingerprints(self) -> dict[str, str]:
-        """Content fingerprints of the three datasets, stamped into the store."""
-        return {
-            "source": self.data.source.fingerprint(),
-            "target_train": self.data.target_train.fingerprint(),
-            "target_test": self.data.target_test.fingerprint(),
-        }
-
     def open_store(self, *, create: bool = True) -> SweepStore:
         """The sweep's store, created if absent (``create``) and checked against this config."""
         if not create:
@@ -85,7 +77,7 @@ class SweepPlan:
             target_labels=target.labels,
             target_class_names=target.class_names,
             config_hash=self.config.config_hash(),
-            fingerprints=self.fingerprints(),
+            fingerprints=self.data.fingerprints(),
         )
 
     def train_group(self, indices: np.ndarray) -> tuple[np.ndarray, TargetOutputs]:
