@@ -12,6 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -20,10 +21,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from .analysis import (
+    consensus_predictions,
+    debug_failures,
+    default_examples,
+    project_labels,
+    save_failures,
+)
 from .config import ExperimentConfig, load_config, parse_config, read_toml
+from .counterfactual import STRATEGIES, CounterfactualResult, run_counterfactual
 from .errors import TransferInfluenceError
 from .estimators import InfluenceResult, estimate_influence
 from .outputs import OUTPUT_VARIANTS
+from .sweep.plan import SweepPlan
 from .sweep.runners import init_store, run_local, run_ray, run_shard
 from .sweep.store import SweepStore
 
@@ -67,9 +77,7 @@ def _check_variant(variant: str) -> None:
 
 def _result_path(config: ExperimentConfig, variant: str) -> Path:
     """Where ``estimate`` saves its result: beside a local store, named by variant."""
-    store = config.store_path()
-    folder = Path(store).parent if "://" not in store else config.base_dir
-    return folder / f"{Path(store).name}.influence-{variant}.npz"
+    return config.artifact_path(f"influence-{variant}.npz")
 
 
 def _read_store(config: ExperimentConfig) -> SweepStore:
@@ -211,6 +219,135 @@ def status(config: ConfigArg) -> None:
     if done < total and rate:
         line += f"; about {(total - done) / rate / 60:.1f} min left at {rate * 3600:.0f} models/h"
     console.print(line)
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}; give comma-separated integers such as 1,2,5",
+                                 param_hint=option) from None
+
+
+def _parse_removal(text: str) -> tuple[str, list[str]]:
+    """``bottom`` / ``top`` / ``random`` / ``classes=NAME,NAME``."""
+    strategy, _, names = text.partition("=")
+    if strategy not in STRATEGIES or (strategy == "classes") != bool(names):
+        raise typer.BadParameter(f"{text!r}; choose bottom, top, random or classes=NAME,NAME,...",
+                                 param_hint="--remove")
+    return strategy, [name.strip() for name in names.split(",") if name.strip()]
+
+
+def _print_counterfactual(result: CounterfactualResult) -> None:
+    where = result.target_class or "all target classes"
+    table = Table(title=f"target accuracy on {where}, remove {result.strategy}"
+                        f" ({result.seeds} seeds, 95% intervals)")
+    for column in ("k", "accuracy [95% interval]", "vs baseline [95% interval]", "removed"):
+        table.add_column(column, justify="left" if column == "removed" else "right")
+    for arm in [result.baseline, *result.arms]:
+        removed = ", ".join(arm.removed[0]) if arm.name != "random" else "(random per seed)"
+        if len(removed) > 60:
+            removed = removed[:57] + "..."
+        difference = (f"{arm.diff_mean:+.3f} [{arm.diff_low:+.3f}, {arm.diff_high:+.3f}]"
+                      if arm.k else "")
+        table.add_row(str(arm.k), f"{arm.mean:.3f} [{arm.low:.3f}, {arm.high:.3f}]", difference,
+                      removed or "(nothing: baseline)")
+    console.print(table)
+    best = result.best
+    console.print(f"best k = {best.k}: accuracy {best.mean:.4f} vs baseline"
+                  f" {result.baseline.mean:.4f} ({best.diff_mean:+.4f},"
+                  f" 95% interval [{best.diff_low:+.4f}, {best.diff_high:+.4f}])")
+
+
+@app.command()
+@_friendly_errors
+def counterfactual(
+    config: ConfigArg,
+    remove: Annotated[str, typer.Option(
+        help="bottom (most harmful), top (most helpful), random, or classes=NAME,NAME")
+    ] = "bottom",
+    k: Annotated[str, typer.Option(help="comma-separated numbers of units to remove")] = "1,2,5",
+    seeds: Annotated[int, typer.Option(help="models (seeds) per k")] = 5,
+    target_class: Annotated[str | None, typer.Option(
+        help="rank units and measure accuracy for this target class only")] = None,
+    variant: VariantOpt = "prob_correct",
+    quiet: QuietOpt = False,
+) -> None:
+    """Remove source units, retrain over seeds, and compare target accuracy with the baseline.
+
+    Resumable: models already trained (for any command) are reused, a killed run continues.
+    """
+    strategy, classes = _parse_removal(remove)
+    ks = _int_list(k, "--k")
+    experiment = load_config(config)
+    influence = _influence(experiment, variant) if strategy in ("bottom", "top") else None
+    result = run_counterfactual(SweepPlan.from_config(experiment), strategy, ks, seeds,
+                                influence=influence, target_class=target_class,
+                                classes=classes, quiet=quiet)
+    suffix = f"-{target_class}" if target_class else ""
+    path = experiment.artifact_path(f"counterfactual-{strategy}{suffix}.json")
+    result.save(path)
+    _print_counterfactual(result)
+    console.print(f"saved -> {path}")
+
+
+@app.command()
+@_friendly_errors
+def project(
+    config: ConfigArg,
+    examples: Annotated[str | None, typer.Option(
+        help="comma-separated target test indices; default: the first of each class")] = None,
+    k: Annotated[int, typer.Option(help="source units per example")] = 5,
+    variant: VariantOpt = "prob_correct",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Label projection: the source units most positively influencing target examples."""
+    experiment = load_config(config)
+    result = _influence(experiment, variant)
+    chosen = default_examples(result) if examples is None else _int_list(examples, "--examples")
+    projections = project_labels(result, chosen, k=k,
+                                 predictions=consensus_predictions(_read_store(experiment)))
+    if as_json:
+        typer.echo(json.dumps([asdict(p) for p in projections], indent=2))
+        return
+    table = Table(title=f"label projection ({result.variant}, {result.num_models} models)")
+    for column in ("target example", "true", "predicted", "projected onto source units"):
+        table.add_column(column)
+    for p in projections:
+        table.add_row(str(p.target_index), p.true_class, p.predicted_class or "",
+                      ", ".join(f"{name} ({score:+.3f})" for name, score in p.sources))
+    console.print(table)
+
+
+@app.command()
+@_friendly_errors
+def debug(
+    config: ConfigArg,
+    examples: Annotated[str | None, typer.Option(
+        help="comma-separated target test indices; default: failures picked automatically")
+    ] = None,
+    count: Annotated[int, typer.Option(help="failures to pick when --examples is not given")] = 3,
+    seeds: Annotated[int, typer.Option(help="models (seeds) per arm")] = 10,
+    variant: VariantOpt = "prob_correct",
+    quiet: QuietOpt = False,
+) -> None:
+    """Failure debugging: retrain without each failure's most harmful source unit."""
+    experiment = load_config(config)
+    chosen = None if examples is None else _int_list(examples, "--examples")
+    failures = debug_failures(SweepPlan.from_config(experiment), _influence(experiment, variant),
+                              examples=chosen, count=count, seeds=seeds, quiet=quiet)
+    path = experiment.artifact_path("failures.json")
+    save_failures(path, failures)
+    table = Table(title=f"debugged failures ({seeds} seeds each)")
+    for column in ("target example", "true", "predicted", "culprit", "influence",
+                   "correct: baseline", "without culprit", "without random"):
+        table.add_column(column)
+    for f in failures:
+        table.add_row(str(f.target_index), f.true_class, f.predicted_class, f.culprit,
+                      f"{f.culprit_score:+.3f}", f"{f.baseline_correct:.0%}",
+                      f"{f.fixed_by_removal:.0%}", f"{f.fixed_by_random:.0%}")
+    console.print(table if failures else "no misclassified target examples to debug")
+    console.print(f"saved -> {path}")
 
 
 QUICKSTART = "quickstart.toml"

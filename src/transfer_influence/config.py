@@ -166,6 +166,13 @@ class ExperimentConfig(_Strict):
             return store
         return str((self.base_dir / store).resolve())
 
+    def artifact_path(self, suffix: str) -> Path:
+        """Where a result derived from the store is saved: ``<store name>.<suffix>`` beside a
+        local store, or in the config's folder when the store is a URL."""
+        store = self.store_path()
+        folder = Path(store).parent if "://" not in store else self.base_dir
+        return folder / f"{Path(store).name}.{suffix}"
+
 
 def _format_validation_error(error: ValidationError, source: str) -> str:
     lines = [f"invalid experiment config {source}:"]

@@ -80,6 +80,11 @@ class TargetOutputs:
             predicted=logits_t.argmax(dim=2).numpy().astype(np.int64),
         )
 
+    def take(self, models: np.ndarray | slice) -> TargetOutputs:
+        """The rows ``models`` (indices, bool mask or slice) of every array."""
+        return TargetOutputs(self.correct_logit[models], self.max_other_logit[models],
+                             self.logsumexp[models], self.predicted[models])
+
     def variant(self, name: OutputVariant) -> np.ndarray:
         """The output variant ``name`` as float64 ``[models, targets]``."""
         return output_variant(

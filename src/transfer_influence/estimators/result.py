@@ -8,13 +8,12 @@ out. Positive = the unit helps, negative = it hurts; the scale is that of the va
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_open
 from ..errors import DataError, StoreError
 from ..outputs import OUTPUT_VARIANTS, OutputVariant
 
@@ -115,25 +114,18 @@ class InfluenceResult:
             raise StoreError(
                 f"{path} already exists; pass overwrite=True to replace it or choose another path."
             )
-        path.parent.mkdir(parents=True, exist_ok=True)
         metadata = json.dumps(
             {name: getattr(self, name) for name in _METADATA_FIELDS} | {"format": 1}
         )
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.savez(
-                    file,
-                    influence=np.asarray(self.influence),
-                    target_labels=np.asarray(self.target_labels),
-                    counts_with=np.asarray(self.counts_with),
-                    counts_without=np.asarray(self.counts_without),
-                    metadata=np.array(metadata),
-                )
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        with atomic_open(path, "wb") as file:
+            np.savez(
+                file,
+                influence=np.asarray(self.influence),
+                target_labels=np.asarray(self.target_labels),
+                counts_with=np.asarray(self.counts_with),
+                counts_without=np.asarray(self.counts_without),
+                metadata=np.array(metadata),
+            )
 
     @classmethod
     def load(cls, path: str | Path) -> InfluenceResult:

@@ -81,20 +81,27 @@ class SweepPlan:
         )
 
     def train_group(self, indices: np.ndarray) -> tuple[np.ndarray, TargetOutputs]:
-        """Pretrain models ``indices`` on their subsets, transfer them, and return their masks
-        ``[G, units]`` and target outputs ``[G, targets]``."""
-        config = self.config
+        """Pretrain models ``indices`` of the sweep on their subsets, transfer them, and return
+        their masks ``[G, units]`` and target outputs ``[G, targets]``."""
         masks = self.masks(indices)
-        seeds = [model_seed(config.sweep.seed, int(i)) for i in indices]
+        seeds = [model_seed(self.config.sweep.seed, int(i)) for i in indices]
+        return masks, self.train_models(masks, seeds)
+
+    def train_models(self, masks: np.ndarray, seeds: list[int]) -> TargetOutputs:
+        """Pretrain one model per row of ``masks`` (``bool [G, units]``) with its seed, transfer
+        each to the target as the config says, and return the outputs ``[G, targets]``.
+
+        The sweep and every retraining experiment (counterfactual removal, failure debugging)
+        go through here, so a model with the same mask and seed is the same model everywhere.
+        """
+        config = self.config
         models = pretrain_group(config.model.name, self.data.source, masks,
                                 unit=config.sweep.unit, seeds=seeds, recipe=config.pretrain,
                                 model_options=config.model.options)
         transfer = config.transfer
         if transfer.mode == "fixed_feature":
-            outputs = transfer_fixed_feature(models, self.data.target_train,
-                                             self.data.target_test, l2=transfer.l2,
-                                             normalization=config.pretrain.normalization)
-        else:
-            outputs = finetune_group(models, self.data.target_train, self.data.target_test,
-                                     recipe=transfer.recipe, seeds=seeds)
-        return masks, outputs
+            return transfer_fixed_feature(models, self.data.target_train,
+                                          self.data.target_test, l2=transfer.l2,
+                                          normalization=config.pretrain.normalization)
+        return finetune_group(models, self.data.target_train, self.data.target_test,
+                              recipe=transfer.recipe, seeds=seeds)

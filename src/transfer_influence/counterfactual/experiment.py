@@ -1,0 +1,185 @@
+"""Counterfactual removal: pretrain without chosen source units and measure target accuracy.
+
+The paper's central check of an influence estimate (Jain et al. 2022, section 4): if the
+estimate is right, removing the most harmful source classes raises target accuracy and removing
+the most helpful lowers it, while removing random classes does little. For each ``k`` the
+experiment retrains ``R`` seeds without the chosen units and reports the mean target accuracy
+with a 95% t-interval, and the paired difference from the no-removal baseline (seed ``r`` of
+every arm shares its initialisation, so the difference is computed seed by seed).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from ..atomic import atomic_open
+from ..errors import ConfigError, StoreError
+from ..estimators.result import InfluenceResult
+from ..sweep.plan import SweepPlan
+from ..sweep.store import SweepStore
+from .arms import Arm, Strategy, baseline_arm, check_seeds, named_arm, random_arms, ranked_arms
+from .retrain import retrain
+
+
+def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """``(mean, low, high)``: the mean and its two-sided Student-t confidence interval."""
+    values = np.asarray(values, dtype=np.float64)
+    mean = float(values.mean())
+    if values.size < 2:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1)
+                 * values.std(ddof=1) / math.sqrt(values.size))
+    return mean, mean - half, mean + half
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """Target accuracy of one arm over its seeds, and its paired difference from the baseline.
+
+    ``removed`` lists the removed unit names per seed; ``accuracies`` the accuracy of each seed;
+    ``low``/``high`` and ``diff_low``/``diff_high`` are 95% t-intervals.
+    """
+
+    name: str
+    k: int
+    removed: list[list[str]]
+    accuracies: list[float]
+    mean: float
+    low: float
+    high: float
+    diff_mean: float
+    diff_low: float
+    diff_high: float
+
+
+@dataclass(frozen=True)
+class CounterfactualResult:
+    """A counterfactual experiment: the baseline and one arm per ``k`` of one strategy.
+
+    ``target_class`` is the target class whose test accuracy is measured (None: all target
+    test examples); ``ranking`` says which influence estimate ordered the units.
+    """
+
+    strategy: str
+    target_class: str | None
+    seeds: int
+    ranking: str
+    baseline: ArmResult
+    arms: list[ArmResult]
+
+    @property
+    def best(self) -> ArmResult:
+        """The arm with the highest mean accuracy (ties: the smaller ``k``)."""
+        return max(self.arms, key=lambda arm: (arm.mean, -arm.k))
+
+    def save(self, path: str | Path) -> None:
+        """Write JSON atomically (temporary file renamed into place)."""
+        with atomic_open(path) as file:
+            json.dump(asdict(self), file, indent=1)
+
+    @classmethod
+    def load(cls, path: str | Path) -> CounterfactualResult:
+        """Read a result written by :meth:`save`."""
+        try:
+            raw = json.loads(Path(path).read_text())
+            return cls(**{**raw, "baseline": ArmResult(**raw["baseline"]),
+                          "arms": [ArmResult(**arm) for arm in raw["arms"]]})
+        except (OSError, ValueError, TypeError, KeyError) as error:
+            raise StoreError(f"cannot read a counterfactual result from {path} ({error}); rerun"
+                             " transfer-influence counterfactual.") from error
+
+
+def target_selection(plan: SweepPlan, target_class: str | None) -> np.ndarray:
+    """bool ``[targets]``: the target test examples whose accuracy is measured."""
+    labels = np.asarray(plan.data.target_test.labels)
+    if target_class is None:
+        return np.ones(labels.size, dtype=bool)
+    names = list(plan.data.target_test.class_names)
+    if target_class not in names:
+        raise ConfigError(f"unknown target class {target_class!r}; valid names are:"
+                          f" {', '.join(map(repr, names))}.")
+    return labels == names.index(target_class)
+
+
+def correct_per_seed(store: SweepStore) -> np.ndarray:
+    """bool ``[seeds, targets]``: which target test examples each seed classifies correctly."""
+    return store.read_outputs(np.arange(store.num_models)).variant("is_correct") > 0.5
+
+
+def _summarise(arm: Arm, correct: np.ndarray, baseline: np.ndarray, names: Sequence[str]
+               ) -> ArmResult:
+    """Accuracy intervals are clipped to [0, 1] and differences to [-1, 1], where the true
+    values lie (a t-interval over few seeds can overshoot)."""
+    mean, low, high = mean_interval(correct)
+    diff_mean, diff_low, diff_high = mean_interval(correct - baseline)
+    low, high = max(low, 0.0), min(high, 1.0)
+    diff_low, diff_high = max(diff_low, -1.0), min(diff_high, 1.0)
+    return ArmResult(arm.name, arm.k, [[names[i] for i in r] for r in arm.removed],
+                     correct.tolist(), mean, low, high, diff_mean, diff_low, diff_high)
+
+
+def build_arms(plan: SweepPlan, strategy: Strategy, ks: Sequence[int], seeds: int, *,
+               scores: np.ndarray | None = None, classes: Sequence[str] = ()) -> list[Arm]:
+    """The arms of ``strategy`` (see :mod:`.arms`); ``scores`` ``[units]`` rank units for
+    ``bottom``/``top``, ``classes`` names the units for ``classes``."""
+    seeds = check_seeds(seeds)
+    if strategy in ("bottom", "top"):
+        if scores is None:
+            raise ConfigError(f"--remove {strategy} needs influence scores to rank the units.")
+        return ranked_arms(strategy, scores, ks, seeds)
+    if strategy == "random":
+        return random_arms(len(plan.unit_names), ks, seeds, plan.config.sweep.seed)
+    if strategy == "classes":
+        if not classes:
+            raise ConfigError("--remove classes=... needs at least one source class name.")
+        return [named_arm(plan.unit_names, classes, seeds)]
+    raise ConfigError(f"unknown removal strategy {strategy!r}; choose bottom, top, random or"
+                      " classes=NAME,NAME,...")
+
+
+def run_counterfactual(
+    plan: SweepPlan,
+    strategy: Strategy,
+    ks: Sequence[int],
+    seeds: int,
+    *,
+    influence: InfluenceResult | None = None,
+    target_class: str | None = None,
+    classes: Sequence[str] = (),
+    quiet: bool = False,
+) -> CounterfactualResult:
+    """Retrain (or resume) the baseline and every arm of ``strategy``, return accuracies.
+
+    ``bottom``/``top`` rank units by ``influence`` -- overall, or for ``target_class`` when
+    given, in which case accuracy is also measured on that class's test examples only.
+    """
+    selection = target_selection(plan, target_class)
+    scores = None
+    if influence is not None:
+        if list(influence.unit_names) != list(plan.unit_names):
+            raise ConfigError("the influence result's units differ from this experiment's;"
+                              " re-estimate it from this experiment's sweep.")
+        scores = (influence.overall() if target_class is None else
+                  influence.per_class()[:, influence.target_class_names.index(target_class)])
+    arms = build_arms(plan, strategy, ks, seeds, scores=scores, classes=classes)
+    base = baseline_arm(check_seeds(seeds))
+    stores = retrain(plan, [base, *arms], quiet=quiet)
+    correct = [correct_per_seed(store)[:, selection].mean(axis=1) for store in stores]
+    names = plan.unit_names
+    ranking = ("none" if influence is None else
+               f"{influence.variant} influence from {influence.num_models} models")
+    return CounterfactualResult(
+        strategy=strategy,
+        target_class=target_class,
+        seeds=base.seeds,
+        ranking=ranking,
+        baseline=_summarise(base, correct[0], correct[0], names),
+        arms=[_summarise(arm, acc, correct[0], names) for arm, acc in zip(arms, correct[1:])],
+    )

@@ -1,0 +1,78 @@
+"""Retrain arms of models and keep every model, resumably, in content-addressed stores.
+
+Each arm gets its own :class:`~transfer_influence.sweep.store.SweepStore` (one model per seed),
+named by a hash of the experiment's config hash, the removed units of every seed and the seeds.
+Identical arms requested by different commands (the no-removal baseline of a counterfactual and
+of a failure-debugging run, or ``k = 5`` asked for twice) are therefore trained once, and a
+killed run resumes from the completed flags like a sweep does. Models of several arms are
+trained together in groups of the sweep's ``group_size``, so ``R`` seeds x several ``k`` form one
+batch where they fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..sweep.plan import SweepPlan
+from ..sweep.store import SweepStore
+from .arms import Arm, retrain_seed
+
+
+def arm_store_path(plan: SweepPlan, arm: Arm) -> str:
+    """Where the arm's models live: ``<sweep store>.retrain/<hash>.zarr``."""
+    return f"{plan.config.store_path()}.retrain/{arm_hash(plan, arm)}.zarr"
+
+
+def arm_hash(plan: SweepPlan, arm: Arm) -> str:
+    """16 hex digits identifying the arm's models: the config, each seed's removal and seed."""
+    payload = {
+        "config": plan.config.config_hash(),
+        "removed": [list(r) for r in arm.removed],
+        "seeds": [retrain_seed(plan.config.sweep.seed, r) for r in range(arm.seeds)],
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def open_arm_store(plan: SweepPlan, arm: Arm) -> SweepStore:
+    """The arm's store, created if absent and checked against the arm's hash."""
+    target = plan.data.target_test
+    return SweepStore.open_or_create(
+        arm_store_path(plan, arm),
+        num_models=arm.seeds,
+        unit_names=plan.unit_names,
+        target_labels=target.labels,
+        target_class_names=target.class_names,
+        config_hash=arm_hash(plan, arm),
+        fingerprints=plan.data.fingerprints(),
+    )
+
+
+def retrain(plan: SweepPlan, arms: Sequence[Arm], *, quiet: bool = False) -> list[SweepStore]:
+    """Train every missing model of ``arms`` (pretrain on the kept units, transfer) and return
+    one completed store per arm, in the order of ``arms``."""
+    stores = [open_arm_store(plan, arm) for arm in arms]
+    num_units = len(plan.unit_names)
+    pending = [(a, int(r)) for a, store in enumerate(stores) for r in store.missing()]
+    total = sum(arm.seeds for arm in arms)
+    size = plan.config.sweep.group_size
+    with tqdm(total=total, initial=total - len(pending), unit="model", desc="retrain",
+              dynamic_ncols=True, disable=quiet or not sys.stderr.isatty()) as bar:
+        for start in range(0, len(pending), size):
+            group = pending[start:start + size]
+            masks = np.stack([arms[a].masks(num_units)[r] for a, r in group])
+            seeds = [retrain_seed(plan.config.sweep.seed, r) for _, r in group]
+            outputs = plan.train_models(masks, seeds)
+            which = np.array([a for a, _ in group])
+            for a in np.unique(which):
+                rows = np.flatnonzero(which == a)
+                stores[a].write_models([group[i][1] for i in rows], masks[rows],
+                                       outputs.take(rows))
+            bar.update(len(group))
+    return stores

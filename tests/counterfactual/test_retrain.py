@@ -1,0 +1,125 @@
+"""Retraining arms: content-addressed stores, sharing between commands, resume after SIGKILL."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from transfer_influence.config import load_config
+from transfer_influence.counterfactual import (
+    Arm,
+    baseline_arm,
+    correct_per_seed,
+    retrain,
+    retrain_seed,
+    run_counterfactual,
+)
+from transfer_influence.errors import ConfigError, StoreError
+from transfer_influence.sweep.plan import SweepPlan
+from transfer_influence.sweep.store import SweepStore
+
+from ..sweep.conftest import write_sweep_config
+
+
+@pytest.fixture()
+def counting_plan(tmp_path, monkeypatch):
+    """The tiny planted experiment's plan, counting how many models it trains."""
+    plan = SweepPlan.from_config(load_config(write_sweep_config(tmp_path, group_size=3)))
+    trained = []
+    original = SweepPlan.train_models
+
+    def counting(self, masks, seeds):
+        trained.append(len(seeds))
+        return original(self, masks, seeds)
+
+    monkeypatch.setattr(SweepPlan, "train_models", counting)
+    return plan, trained
+
+
+def test_arm_models_equal_models_trained_directly(counting_plan):
+    plan, trained = counting_plan
+    arm = Arm("culprit", 1, ((0,), (3,)))
+    store, = retrain(plan, [arm], quiet=True)
+    direct = plan.train_models(arm.masks(len(plan.unit_names)),
+                               [retrain_seed(plan.config.sweep.seed, r) for r in range(2)])
+    np.testing.assert_array_equal(store.read_masks(), arm.masks(len(plan.unit_names)))
+    np.testing.assert_array_equal(store.read_outputs().correct_logit, direct.correct_logit)
+
+
+def test_identical_arms_are_trained_once(counting_plan):
+    plan, trained = counting_plan
+    first = retrain(plan, [baseline_arm(4), Arm("top", 1, ((2,),) * 4)], quiet=True)
+    assert sum(trained) == 8 and max(trained) <= 3  # in groups of group_size
+    again = retrain(plan, [baseline_arm(4), Arm("top", 2, ((2, 5),) * 4)], quiet=True)
+    assert sum(trained) == 12  # the baseline's 4 models were reused
+    assert again[0].path == first[0].path and again[1].path != first[1].path
+
+
+def test_counterfactual_validates_target_class_and_strategy(counting_plan):
+    plan, trained = counting_plan
+    with pytest.raises(ConfigError, match="unknown target class 'nope'"):
+        run_counterfactual(plan, "random", [1], 2, target_class="nope", quiet=True)
+    with pytest.raises(ConfigError, match="needs influence scores"):
+        run_counterfactual(plan, "bottom", [1], 2, quiet=True)
+    with pytest.raises(ConfigError, match="seeds must be >= 2"):
+        run_counterfactual(plan, "random", [1], 1, quiet=True)
+    assert trained == []
+
+
+def _completed(folder: Path) -> int:
+    total = 0
+    for path in folder.glob("*.zarr"):
+        try:
+            total += SweepStore.open(path, read_only=True).num_completed
+        except (StoreError, ValueError, OSError):  # a store still being created
+            pass
+    return total
+
+
+def test_counterfactual_resumes_after_sigkill(tmp_path, monkeypatch):
+    config_path = write_sweep_config(tmp_path, store="cf.zarr", group_size=1, epochs=4)
+    command = [sys.executable, "-m", "transfer_influence", "counterfactual", str(config_path),
+               "--remove", "random", "--k", "1,2", "--seeds", "4", "--quiet"]
+    process = subprocess.Popen(command, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    retrain_dir = tmp_path / "cf.zarr.retrain"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        if retrain_dir.exists() and _completed(retrain_dir) >= 3:
+            break
+        time.sleep(0.02)
+    assert process.poll() is None, f"ended before the kill: {process.stderr.read()}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done_at_kill = _completed(retrain_dir)
+    assert 3 <= done_at_kill < 12
+
+    trained = []
+    original = SweepPlan.train_models
+    monkeypatch.setattr(SweepPlan, "train_models",
+                        lambda self, m, s: trained.append(len(s)) or original(self, m, s))
+    plan = SweepPlan.from_config(load_config(config_path))
+    resumed = run_counterfactual(plan, "random", [1, 2], 4, quiet=True)
+    assert sum(trained) == 12 - done_at_kill
+
+    (tmp_path / "fresh").mkdir()
+    fresh_config = load_config(write_sweep_config(tmp_path / "fresh", store="cf.zarr",
+                                                  group_size=1, epochs=4))
+    fresh = run_counterfactual(SweepPlan.from_config(fresh_config), "random", [1, 2], 4,
+                               quiet=True)
+    assert json.dumps(resumed.baseline.accuracies) == json.dumps(fresh.baseline.accuracies)
+    for a, b in zip(resumed.arms, fresh.arms):
+        assert a.removed == b.removed and a.accuracies == b.accuracies
+    stores = sorted(retrain_dir.glob("*.zarr"))
+    for path in stores:
+        mine = SweepStore.open(path, read_only=True)
+        other = SweepStore.open(tmp_path / "fresh" / "cf.zarr.retrain" / path.name, read_only=True)
+        np.testing.assert_array_equal(correct_per_seed(mine), correct_per_seed(other))
+        np.testing.assert_array_equal(mine.read_outputs().logsumexp,
+                                      other.read_outputs().logsumexp)
