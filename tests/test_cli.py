@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from transfer_influence.cli import app
@@ -76,3 +77,55 @@ def test_unknown_target_class_is_named(tmp_path: Path):
 def test_missing_store_says_to_run_first(tmp_path: Path):
     result = invoke("status", write_sweep_config(tmp_path))
     assert result.exit_code == 1 and "run the sweep first" in result.output
+
+
+def test_analysis_commands_on_a_class_sweep(tmp_path: Path):
+    config = write_sweep_config(tmp_path, num_models=8, group_size=8)
+    assert invoke("run", config, "--quiet").exit_code == 0
+
+    result = invoke("counterfactual", config, "--remove", "bottom", "--k", "1,2", "--seeds", "2",
+                    "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "best k =" in result.output
+    saved = json.loads((tmp_path / "sweep.zarr.counterfactual-bottom.json").read_text())
+    assert [arm["k"] for arm in saved["arms"]] == [1, 2] and saved["seeds"] == 2
+
+    result = invoke("project", config, "--examples", "0,3", "--k", "2", "--json")
+    assert result.exit_code == 0, result.output
+    projections = json.loads(result.output)
+    assert [p["target_index"] for p in projections] == [0, 3]
+    assert all(len(p["sources"]) == 2 for p in projections)
+
+    result = invoke("debug", config, "--examples", "1", "--seeds", "2", "--quiet")
+    assert result.exit_code == 0, result.output
+    failures = json.loads((tmp_path / "sweep.zarr.failures.json").read_text())
+    assert failures[0]["target_index"] == 1 and failures[0]["seeds"] == 2
+
+    result = invoke("leakage", config)
+    assert result.exit_code == 1 and "unit = 'example'" in result.output
+
+
+def test_analysis_commands_reject_bad_options(tmp_path: Path):
+    config = write_sweep_config(tmp_path, num_models=4)
+    for args, message in [
+        (("--remove", "worst"), "choose bottom, top, random"),
+        (("--remove", "classes="), "choose bottom, top, random"),
+        (("--k", "1,x"), "comma-separated integers"),
+        (("--remove", "classes=filler0,zebra", "--seeds", "2"), "unknown source unit"),
+        (("--remove", "random", "--seeds", "1"), "seeds must be >= 2"),
+    ]:
+        result = invoke("counterfactual", config, *args, "--quiet")
+        assert result.exit_code != 0 and message in result.output, (args, result.output)
+    assert not (tmp_path / "sweep.zarr.retrain").exists()  # nothing trained
+
+
+@pytest.mark.filterwarnings("ignore:.*kept by every model or by none")  # 8 models, 480 units
+def test_leakage_on_an_example_sweep(tmp_path: Path):
+    config = write_sweep_config(tmp_path, num_models=8, group_size=8, unit="example")
+    assert invoke("run", config, "--quiet").exit_code == 0
+    result = invoke("leakage", config, "--targets", "2", "--k", "3", "--pixel-check", "--json")
+    assert result.exit_code == 0, result.output
+    found = json.loads(result.output)
+    assert found[0]["target_index"] == 2
+    assert len(found[0]["leaks"]) == 3 and len(found[0]["misleading"]) == 3
+    assert all(-1 <= c["similarity"] <= 1 for c in found[0]["leaks"])

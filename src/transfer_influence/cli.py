@@ -25,12 +25,13 @@ from .analysis import (
     consensus_predictions,
     debug_failures,
     default_examples,
+    find_leakage,
     project_labels,
     save_failures,
 )
 from .config import ExperimentConfig, load_config, parse_config, read_toml
 from .counterfactual import STRATEGIES, CounterfactualResult, run_counterfactual
-from .errors import TransferInfluenceError
+from .errors import ConfigError, TransferInfluenceError
 from .estimators import InfluenceResult, estimate_influence
 from .outputs import OUTPUT_VARIANTS
 from .sweep.plan import SweepPlan
@@ -348,6 +349,50 @@ def debug(
                       f"{f.fixed_by_removal:.0%}", f"{f.fixed_by_random:.0%}")
     console.print(table if failures else "no misclassified target examples to debug")
     console.print(f"saved -> {path}")
+
+
+@app.command()
+@_friendly_errors
+def leakage(
+    config: ConfigArg,
+    targets: Annotated[str | None, typer.Option(
+        help="comma-separated target test indices; default: all")] = None,
+    k: Annotated[int, typer.Option(help="candidates per list")] = 5,
+    pixel_check: Annotated[bool, typer.Option(
+        help="also report each candidate's pixel correlation with the target image")] = False,
+    variant: VariantOpt = "prob_correct",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Candidate leaks (extreme positive influence) and misleading source examples (extreme
+    negative influence) per target example; needs an example-level sweep."""
+    experiment = load_config(config)
+    if experiment.sweep.unit != "example":
+        raise ConfigError("leakage needs source examples as units: set unit = 'example' in the"
+                          " [sweep] table and run that sweep.")
+    result = _influence(experiment, variant)
+    data = SweepPlan.from_config(experiment).data if pixel_check else None
+    found = find_leakage(
+        result.influence, result.unit_names, result.target_labels, result.target_class_names,
+        k=k, targets=None if targets is None else _int_list(targets, "--targets"),
+        source=data.source if data else None, target_images=data.target_test if data else None)
+    if as_json:
+        typer.echo(json.dumps([asdict(item) for item in found], indent=2))
+        return
+
+    def describe(candidates: list) -> str:
+        return ", ".join(f"{c.source_name} ({c.score:+.3f}"
+                         + ("" if c.similarity is None else f", r={c.similarity:.2f}") + ")"
+                         for c in candidates)
+
+    table = Table(title=f"leakage candidates ({result.variant}, {result.num_models} models"
+                        + (", r = pixel correlation" if pixel_check else "") + ")")
+    for column in ("target", "class", "candidate leaks (most positive)",
+                   "misleading (most negative)"):
+        table.add_column(column)
+    for item in found:
+        table.add_row(str(item.target_index), item.true_class, describe(item.leaks),
+                      describe(item.misleading))
+    console.print(table)
 
 
 QUICKSTART = "quickstart.toml"

@@ -43,7 +43,7 @@ def counting_plan(tmp_path, monkeypatch):
 
 
 def test_arm_models_equal_models_trained_directly(counting_plan):
-    plan, trained = counting_plan
+    plan, _ = counting_plan
     arm = Arm("culprit", 1, ((0,), (3,)))
     store, = retrain(plan, [arm], quiet=True)
     direct = plan.train_models(arm.masks(len(plan.unit_names)),

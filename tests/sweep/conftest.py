@@ -25,6 +25,7 @@ batch_size = 64
 [transfer]
 l2 = 0.01
 [sweep]
+unit = "{unit}"
 num_models = {num_models}
 group_size = {group_size}
 seed = 11
@@ -33,11 +34,11 @@ store = "{store}"
 
 
 def write_sweep_config(folder: Path, *, store: str = "sweep.zarr", num_models: int = 8,
-                       group_size: int = 2, epochs: int = 2) -> Path:
+                       group_size: int = 2, epochs: int = 2, unit: str = "class") -> Path:
     """Write the tiny planted sweep's TOML into ``folder`` and return its path."""
     path = folder / f"{Path(store).stem}.toml"
     path.write_text(TINY_SWEEP.format(store=store, num_models=num_models,
-                                      group_size=group_size, epochs=epochs))
+                                      group_size=group_size, epochs=epochs, unit=unit))
     return path
 
 
