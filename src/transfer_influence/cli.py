@@ -231,11 +231,11 @@ def _int_list(text: str, option: str) -> list[int]:
 
 
 def _parse_removal(text: str) -> tuple[str, list[str]]:
-    """``bottom`` / ``top`` / ``random`` / ``classes=NAME,NAME``."""
+    """``bottom`` / ``top`` / ``random`` / ``classes=NAME,NAME`` / ``groups=NAME,NAME``."""
     strategy, _, names = text.partition("=")
-    if strategy not in STRATEGIES or (strategy == "classes") != bool(names):
-        raise typer.BadParameter(f"{text!r}; choose bottom, top, random or classes=NAME,NAME,...",
-                                 param_hint="--remove")
+    if strategy not in STRATEGIES or (strategy in ("classes", "groups")) != bool(names):
+        raise typer.BadParameter(f"{text!r}; choose bottom, top, random, classes=NAME,NAME,..."
+                                 " or groups=NAME,...", param_hint="--remove")
     return strategy, [name.strip() for name in names.split(",") if name.strip()]
 
 
@@ -265,7 +265,9 @@ def _print_counterfactual(result: CounterfactualResult) -> None:
 def counterfactual(
     config: ConfigArg,
     remove: Annotated[str, typer.Option(
-        help="bottom (most harmful), top (most helpful), random, or classes=NAME,NAME")
+        help="bottom (most harmful), top (most helpful), random, classes=NAME,NAME (hand-picked"
+             " source classes) or groups=NAME (every class named NAME/..., e.g. a CIFAR-100"
+             " superclass)")
     ] = "bottom",
     k: Annotated[str, typer.Option(help="comma-separated numbers of units to remove")] = "1,2,5",
     seeds: Annotated[int, typer.Option(help="models (seeds) per k")] = 5,

@@ -44,7 +44,7 @@ class DatasetSpec(_Strict):
     labels_path: str | None = None
     format: Literal["shipped", "npz", "image_folder", "cifar_pickle", "idx"] = "shipped"
     split: Literal["train", "test"] = "train"
-    label: Literal["fine", "coarse"] = "fine"
+    label: Literal["fine", "coarse", "fine+coarse"] = "fine"
     prefix: str | None = None
     classes: list[str] | None = None
     per_class: int | None = Field(None, ge=1)

@@ -6,6 +6,7 @@ from scipy import stats
 
 from transfer_influence.counterfactual import (
     baseline_arm,
+    group_arm,
     mean_interval,
     named_arm,
     random_arms,
@@ -44,6 +45,15 @@ def test_baseline_and_named_arms():
         named_arm(["a", "b", "c"], ["zebra"], seeds=2)
     with pytest.raises(ConfigError, match="keep at"):
         named_arm(["a", "b"], ["a", "b"], seeds=2)
+
+
+def test_group_arm_removes_every_class_of_a_superclass():
+    names = ["fashion/Bag", "mnist/3", "mnist/7", "c100/vehicles_1/bus", "c100/fruit/apple"]
+    assert group_arm(names, ["mnist"], seeds=2).removed == ((1, 2),) * 2
+    assert group_arm(names, ["vehicles_1", "fashion"], seeds=1).removed == ((0, 3),)
+    assert group_arm(names, ["c100"], seeds=1).k == 2
+    with pytest.raises(ConfigError, match="no source unit belongs to group.*'Bag'.*fashion"):
+        group_arm(names, ["Bag"], seeds=2)
 
 
 @pytest.mark.parametrize("ks", [[0], [6], []])

@@ -166,6 +166,9 @@ def test_cifar100_fine_and_coarse(tmp_path):
     assert fine.class_names == ("apple", "bee", "cat", "dog")
     np.testing.assert_array_equal(coarse.class_counts(), [1, 3])
     np.testing.assert_array_equal(fine.images[2], data[2].reshape(3, 32, 32))
+    grouped = load_cifar_pickle(directory, "train", label="fine+coarse")
+    assert grouped.class_names == ("fruit/apple", "animal/bee", "animal/cat", "animal/dog")
+    np.testing.assert_array_equal(grouped.labels, fine.labels)
 
 
 def test_cifar_corrupt_and_missing(tmp_path):

@@ -1,6 +1,15 @@
 """Counterfactual retraining: remove source units, pretrain on the rest, measure the target."""
 
-from .arms import STRATEGIES, Arm, baseline_arm, named_arm, random_arms, ranked_arms, retrain_seed
+from .arms import (
+    STRATEGIES,
+    Arm,
+    baseline_arm,
+    group_arm,
+    named_arm,
+    random_arms,
+    ranked_arms,
+    retrain_seed,
+)
 from .experiment import (
     ArmResult,
     CounterfactualResult,
@@ -21,6 +30,7 @@ __all__ = [
     "baseline_arm",
     "build_arms",
     "correct_per_seed",
+    "group_arm",
     "mean_interval",
     "named_arm",
     "open_arm_store",

@@ -19,8 +19,8 @@ import numpy as np
 
 from ..errors import ConfigError
 
-Strategy = Literal["bottom", "top", "random", "classes"]
-STRATEGIES: tuple[Strategy, ...] = ("bottom", "top", "random", "classes")
+Strategy = Literal["bottom", "top", "random", "classes", "groups"]
+STRATEGIES: tuple[Strategy, ...] = ("bottom", "top", "random", "classes", "groups")
 
 
 @dataclass(frozen=True)
@@ -115,6 +115,22 @@ def named_arm(unit_names: Sequence[str], names: Sequence[str], seeds: int) -> Ar
     removed = tuple(sorted({index[name] for name in names}))
     _check_k([len(removed)], len(unit_names))
     return Arm("classes", len(removed), (removed,) * seeds)
+
+
+def group_arm(unit_names: Sequence[str], groups: Sequence[str], seeds: int) -> Arm:
+    """Remove every unit in the named groups, in every seed: a hand-picked baseline from the
+    dataset's metadata. A unit belongs to each leading component of its ``/``-separated name,
+    e.g. ``mnist/3`` to ``mnist`` (the shipped ``fashion_digits`` suite) and
+    ``vehicles_1/bus`` to ``vehicles_1`` (CIFAR-100 loaded with ``label = "fine+coarse"``)."""
+    members = {group: [name for name in unit_names if group in str(name).split("/")[:-1]]
+               for group in groups}
+    empty = [group for group, names in members.items() if not names]
+    if empty:
+        known = sorted({part for name in unit_names for part in str(name).split("/")[:-1]})
+        raise ConfigError(f"no source unit belongs to group(s) {empty}; groups are the leading"
+                          f" parts of '/'-separated unit names: {known[:20] or 'none here'}.")
+    arm = named_arm(unit_names, [name for names in members.values() for name in names], seeds)
+    return Arm("groups", arm.k, arm.removed)
 
 
 def check_seeds(seeds: int) -> int:

@@ -24,7 +24,16 @@ from ..errors import ConfigError, StoreError
 from ..estimators.result import InfluenceResult
 from ..sweep.plan import SweepPlan
 from ..sweep.store import SweepStore
-from .arms import Arm, Strategy, baseline_arm, check_seeds, named_arm, random_arms, ranked_arms
+from .arms import (
+    Arm,
+    Strategy,
+    baseline_arm,
+    check_seeds,
+    group_arm,
+    named_arm,
+    random_arms,
+    ranked_arms,
+)
 from .retrain import retrain
 
 
@@ -136,12 +145,13 @@ def build_arms(plan: SweepPlan, strategy: Strategy, ks: Sequence[int], seeds: in
         return ranked_arms(strategy, scores, ks, seeds)
     if strategy == "random":
         return random_arms(len(plan.unit_names), ks, seeds, plan.config.sweep.seed)
-    if strategy == "classes":
+    if strategy in ("classes", "groups"):
         if not classes:
-            raise ConfigError("--remove classes=... needs at least one source class name.")
-        return [named_arm(plan.unit_names, classes, seeds)]
-    raise ConfigError(f"unknown removal strategy {strategy!r}; choose bottom, top, random or"
-                      " classes=NAME,NAME,...")
+            raise ConfigError(f"--remove {strategy}=... needs at least one name.")
+        make = named_arm if strategy == "classes" else group_arm
+        return [make(plan.unit_names, classes, seeds)]
+    raise ConfigError(f"unknown removal strategy {strategy!r}; choose bottom, top, random,"
+                      " classes=NAME,NAME,... or groups=NAME,...")
 
 
 def run_counterfactual(

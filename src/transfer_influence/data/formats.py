@@ -245,16 +245,32 @@ def _names(values: Iterable) -> tuple[str, ...]:
     return tuple(v.decode() if isinstance(v, bytes) else str(v) for v in values)
 
 
+def _superclass_names(fine_names: tuple[str, ...], fine: np.ndarray, coarse: np.ndarray,
+                      meta_path: Path) -> tuple[str, ...]:
+    """``<superclass>/<fine class>`` for every fine class, from the examples' two labels."""
+    coarse_names = _names(_field(_unpickle(meta_path), "coarse_label_names", meta_path))
+    names = []
+    for k, fine_name in enumerate(fine_names):
+        parents = np.unique(coarse[fine == k])
+        if parents.size != 1:
+            raise DataError(f"fine class {fine_name!r} has {parents.size} superclasses in"
+                            f" {meta_path.parent}; CIFAR-100 gives each exactly one.")
+        names.append(f"{coarse_names[int(parents[0])]}/{fine_name}")
+    return tuple(names)
+
+
 def load_cifar_pickle(
     directory: Path | str,
     split: Literal["train", "test"] = "train",
-    label: Literal["fine", "coarse"] = "fine",
+    label: Literal["fine", "coarse", "fine+coarse"] = "fine",
     name: str | None = None,
 ) -> LabeledImages:
     """CIFAR-10 or CIFAR-100 "python version" from its extracted directory.
 
     CIFAR-10 is recognised by ``batches.meta`` (``data_batch_1..5`` / ``test_batch``), CIFAR-100
-    by ``meta`` (``train`` / ``test``; ``label`` picks the 100 fine or 20 coarse classes).
+    by ``meta`` (``train`` / ``test``; ``label`` picks the 100 fine or 20 coarse classes, or
+    ``fine+coarse``: the fine classes named ``<superclass>/<fine class>``, so that a whole
+    superclass can be selected or removed by its prefix, e.g. ``--remove groups=vehicles_1``).
     """
     directory = _require(Path(directory), "CIFAR directory")
     if split not in ("train", "test"):
@@ -269,12 +285,14 @@ def load_cifar_pickle(
         )
         key, default_name = "labels", "cifar10"
     elif (directory / "meta").exists():
-        if label not in ("fine", "coarse"):
-            raise DataError(f"CIFAR-100 label must be 'fine' or 'coarse', got {label!r}.")
+        if label not in ("fine", "coarse", "fine+coarse"):
+            raise DataError(f"CIFAR-100 label must be 'fine', 'coarse' or 'fine+coarse', got"
+                            f" {label!r}.")
         meta_path = directory / "meta"
-        class_names = _names(_field(_unpickle(meta_path), f"{label}_label_names", meta_path))
+        kind = "coarse" if label == "coarse" else "fine"
+        class_names = _names(_field(_unpickle(meta_path), f"{kind}_label_names", meta_path))
         files = [directory / split]
-        key, default_name = f"{label}_labels", f"cifar100-{label}"
+        key, default_name = f"{kind}_labels", f"cifar100-{label}"
     else:
         raise DataError(
             f"{directory} has neither batches.meta (CIFAR-10) nor meta (CIFAR-100); pass the "
@@ -285,7 +303,7 @@ def load_cifar_pickle(
             f"CIFAR {split} batches missing in {directory} (looked for "
             f"{[f.name for f in files] or 'data_batch_*'}); re-extract the archive."
         )
-    images, labels = [], []
+    images, labels, coarse = [], [], []
     for f in files:
         batch = _unpickle(f)
         data = np.asarray(_field(batch, "data", f))
@@ -296,6 +314,11 @@ def load_cifar_pickle(
             )
         images.append(data.reshape(-1, 3, 32, 32))
         labels.append(np.asarray(_field(batch, key, f), dtype=np.int64))
+        if label == "fine+coarse":
+            coarse.append(np.asarray(_field(batch, "coarse_labels", f), dtype=np.int64))
+    if label == "fine+coarse":
+        class_names = _superclass_names(class_names, np.concatenate(labels),
+                                        np.concatenate(coarse), meta_path)
     return LabeledImages(
         np.concatenate(images), np.concatenate(labels), class_names, name or default_name
     )
