@@ -34,6 +34,7 @@ from .counterfactual import STRATEGIES, CounterfactualResult, run_counterfactual
 from .errors import ConfigError, TransferInfluenceError
 from .estimators import InfluenceResult, estimate_influence
 from .outputs import OUTPUT_VARIANTS
+from .report import write_experiment_report
 from .sweep.plan import SweepPlan
 from .sweep.runners import init_store, run_local, run_ray, run_shard
 from .sweep.store import SweepStore
@@ -86,9 +87,10 @@ def _read_store(config: ExperimentConfig) -> SweepStore:
     return SweepStore.open(config.store_path(), config_hash=config.config_hash(), read_only=True)
 
 
-def _influence(config: ExperimentConfig, variant: str) -> InfluenceResult:
+def _influence(config: ExperimentConfig, variant: str, store: SweepStore | None = None
+               ) -> InfluenceResult:
     """The saved estimate if it covers every completed model, else a fresh one (not saved)."""
-    store = _read_store(config)
+    store = store or _read_store(config)
     saved = _result_path(config, variant)
     if saved.exists():
         result = InfluenceResult.load(saved)
@@ -283,8 +285,10 @@ def counterfactual(
     strategy, classes = _parse_removal(remove)
     ks = _int_list(k, "--k")
     experiment = load_config(config)
-    influence = _influence(experiment, variant) if strategy in ("bottom", "top") else None
-    result = run_counterfactual(SweepPlan.from_config(experiment), strategy, ks, seeds,
+    plan = SweepPlan.from_config(experiment)
+    influence = (_influence(experiment, variant, plan.read_store())
+                 if strategy in ("bottom", "top") else None)
+    result = run_counterfactual(plan, strategy, ks, seeds,
                                 influence=influence, target_class=target_class,
                                 classes=classes, quiet=quiet)
     suffix = f"-{target_class}" if target_class else ""
@@ -337,7 +341,8 @@ def debug(
     """Failure debugging: retrain without each failure's most harmful source unit."""
     experiment = load_config(config)
     chosen = None if examples is None else _int_list(examples, "--examples")
-    failures = debug_failures(SweepPlan.from_config(experiment), _influence(experiment, variant),
+    plan = SweepPlan.from_config(experiment)
+    failures = debug_failures(plan, _influence(experiment, variant, plan.read_store()),
                               examples=chosen, count=count, seeds=seeds, quiet=quiet)
     path = experiment.artifact_path("failures.json")
     save_failures(path, failures)
@@ -362,17 +367,21 @@ def leakage(
     k: Annotated[int, typer.Option(help="candidates per list")] = 5,
     pixel_check: Annotated[bool, typer.Option(
         help="also report each candidate's pixel correlation with the target image")] = False,
-    variant: VariantOpt = "prob_correct",
+    variant: Annotated[str, typer.Option(
+        help="output variant; margin (default here) does not saturate on examples that are"
+             " already classified confidently, unlike prob_correct")] = "margin",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Candidate leaks (extreme positive influence) and misleading source examples (extreme
     negative influence) per target example; needs an example-level sweep."""
+    _check_variant(variant)
     experiment = load_config(config)
     if experiment.sweep.unit != "example":
         raise ConfigError("leakage needs source examples as units: set unit = 'example' in the"
                           " [sweep] table and run that sweep.")
-    result = _influence(experiment, variant)
-    data = SweepPlan.from_config(experiment).data if pixel_check else None
+    plan = SweepPlan.from_config(experiment) if pixel_check else None
+    result = _influence(experiment, variant, plan.read_store() if plan else None)
+    data = plan.data if plan else None
     found = find_leakage(
         result.influence, result.unit_names, result.target_labels, result.target_class_names,
         k=k, targets=None if targets is None else _int_list(targets, "--targets"),
@@ -395,6 +404,23 @@ def leakage(
         table.add_row(str(item.target_index), item.true_class, describe(item.leaks),
                       describe(item.misleading))
     console.print(table)
+
+
+@app.command()
+@_friendly_errors
+def report(
+    config: ConfigArg,
+    output: Annotated[Path | None, typer.Option(
+        help="HTML file to write; default: <store>.report.html beside the store")] = None,
+    variant: VariantOpt = "prob_correct",
+) -> None:
+    """Write one self-contained HTML report of everything computed so far."""
+    _check_variant(variant)
+    plan = SweepPlan.from_config(load_config(config))
+    store = plan.read_store()
+    path = write_experiment_report(plan, store, _influence(plan.config, variant, store), output,
+                                   config_path=str(config))
+    console.print(f"report -> {path}")
 
 
 QUICKSTART = "quickstart.toml"

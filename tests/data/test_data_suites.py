@@ -61,36 +61,47 @@ def _nearest(images: np.ndarray, prototypes: np.ndarray) -> np.ndarray:
     return ((x[:, None] - p[None]) ** 2).sum(-1).argmin(1)
 
 
+def _cue(images: np.ndarray, pattern: np.ndarray) -> np.ndarray:
+    """Per image: mean over pixels of (pixel - image mean) * cue pattern (+-1), i.e. the cue's
+    signed amplitude (the pattern is balanced, so a constant image scores 0)."""
+    x = images.reshape(len(images), -1) / 255.0
+    return ((x - x.mean(1, keepdims=True)) * pattern.reshape(1, -1)).mean(1)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_planted_problem_structure(seed):
     data, truth = planted_transfer_problem(seed)
-    source, protos = data.source, truth.target_prototypes
+    source, protos, cue = data.source, truth.target_prototypes, truth.cue_pattern
     assert source.num_classes == 8 and data.target_train.num_classes == 4
     assert source.class_names[truth.helpful_source_class] == truth.helpful_source_name
+    assert source.class_names[truth.harmful_source_class] == truth.harmful_source_name
     assert len(truth.filler_source_classes) == 6
     t, u = truth.target_class, truth.confused_with
     # t and u are the closest pair of target prototypes: the one that needs good features
     distances = ((protos[:, None] - protos[None]) ** 2).sum(axis=(2, 3, 4))
     distances[np.diag_indices_from(distances)] = np.inf
     assert set(np.unravel_index(distances.argmin(), distances.shape)) == {t, u}
+    # the cue is a balanced +-1 pattern orthogonal to the t-u difference
+    assert cue.shape == (1, 8, 8) and set(np.unique(cue)) == {-1.0, 1.0} and cue.sum() == 0
+    assert abs(float(((protos[t] - protos[u]) * cue).sum())) < 1e-5
 
     def nearest_of(k: int) -> np.ndarray:
         return _nearest(source.images[source.labels == k], protos)
 
-    helpful = nearest_of(truth.helpful_source_class)
-    assert (helpful == t).mean() > 0.8
-    harmful = nearest_of(truth.harmful_source_class)
-    assert 0.3 < (harmful == t).mean() < 0.7 and ((harmful == t) | (harmful == u)).mean() > 0.9
-
-    def mean_distances(k: int) -> np.ndarray:
-        mean = source.images[source.labels == k].mean(0) / 255.0
-        return np.sqrt(((mean - protos) ** 2).sum(axis=(1, 2, 3)))
-
-    # helpful sits on t, harmful halfway between t and u, fillers far from every target class
-    helpful_to_t = mean_distances(truth.helpful_source_class)[t]
-    harmful_to_t = mean_distances(truth.harmful_source_class)[t]
-    fillers = min(mean_distances(k).min() for k in truth.filler_source_classes)
-    assert helpful_to_t < 0.5 * harmful_to_t and 1.5 * harmful_to_t < fillers
+    assert (nearest_of(truth.helpful_source_class) == t).mean() > 0.8
+    # harmful: filler images stamped with a strong cue of either polarity; fillers carry none
+    harmful_cue = _cue(source.images[source.labels == truth.harmful_source_class], cue)
+    assert (np.abs(harmful_cue) > 0.2).mean() > 0.9 and 0.3 < (harmful_cue > 0).mean() < 0.7
+    for k in (truth.helpful_source_class, *truth.filler_source_classes):
+        assert abs(_cue(source.images[source.labels == k], cue).mean()) < 0.05
+    # the cue marks t (+) and u (-) in the target training split and is reversed at test time
+    proto_cue = _cue(np.round(protos * 255), cue)  # the prototypes' own (common) projection
+    for split, sign in ((data.target_train, 1.0), (data.target_test, -1.0)):
+        amplitude = _cue(split.images, cue) - proto_cue[split.labels]
+        assert (sign * amplitude[split.labels == t] > 0).mean() > 0.9
+        assert (sign * amplitude[split.labels == u] < 0).mean() > 0.9
+        others = ~np.isin(split.labels, [t, u])
+        assert 0.2 < (amplitude[others] > 0).mean() < 0.8
     test_nearest = _nearest(data.target_test.images, protos)
     assert (test_nearest == data.target_test.labels).mean() > 0.8
 

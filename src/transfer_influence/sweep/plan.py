@@ -15,6 +15,7 @@ import numpy as np
 from ..config import ExperimentConfig
 from ..data.build import build_transfer_data
 from ..data.suites import TransferData
+from ..errors import StoreError
 from ..outputs import TargetOutputs
 from ..training import finetune_group, pretrain_group, transfer_fixed_feature
 from .masks import subset_masks
@@ -79,6 +80,18 @@ class SweepPlan:
             config_hash=self.config.config_hash(),
             fingerprints=self.data.fingerprints(),
         )
+
+    def read_store(self) -> SweepStore:
+        """The sweep's store, read-only, refused unless this config wrote it from the same data
+        (results about other images must not be shown next to these)."""
+        store = SweepStore.open(self.config.store_path(), config_hash=self.config.config_hash(),
+                                read_only=True)
+        if store.fingerprints != self.data.fingerprints():
+            raise StoreError(
+                f"the data changed since the sweep in {store.path} was run (dataset fingerprints"
+                " differ); rerun the sweep into a new store, or restore the data it was run on."
+            )
+        return store
 
     def train_group(self, indices: np.ndarray) -> tuple[np.ndarray, TargetOutputs]:
         """Pretrain models ``indices`` of the sweep on their subsets, transfer them, and return

@@ -1,0 +1,237 @@
+"""Render :class:`ReportInputs` into one self-contained HTML page and write it atomically.
+
+Everything the page shows is inside the file: figures and thumbnails are PNG data URIs and the
+little CSS there is sits in a ``<style>`` element, so the report opens offline, can be mailed
+or attached to an issue, and never fetches anything. All text from the inputs (class names,
+summary values, verdicts) is escaped by jinja2's autoescaping.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from ..atomic import atomic_open
+from ..data.images import LabeledImages
+from ..errors import DataError
+from .figures import convergence_png, counterfactual_png, heatmap_png
+from .images import class_samples, grid_data_uri, png_data_uri, unit_samples
+from .inputs import ReportInputs
+
+_ENVIRONMENT = jinja2.Environment(
+    loader=jinja2.PackageLoader("transfer_influence.report", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclass(frozen=True)
+class UnitRow:
+    """One source unit in a table: its score, standard error and sample images (None: no
+    images known for the unit)."""
+
+    name: str
+    score: float
+    se: float | None
+    samples: str | None
+
+
+def _interval(low: float, high: float) -> str:
+    """``[low, high]`` with 3 decimals, ``n/a`` when undefined (one seed gives NaN)."""
+    return "n/a" if math.isnan(low) or math.isnan(high) else f"[{low:.3f}, {high:.3f}]"
+
+
+def _describe(dataset: LabeledImages) -> str:
+    return f"{dataset.name}: {len(dataset)} images, {dataset.num_classes} classes"
+
+
+class _Page:
+    """Builds the template context of one report; caches each unit's sample grid, since a
+    unit usually appears in several tables."""
+
+    def __init__(self, inputs: ReportInputs, *, top_k: int, heatmap_units: int,
+                 samples_per_unit: int) -> None:
+        if min(top_k, heatmap_units, samples_per_unit) < 1:
+            raise DataError("top_k, heatmap_units and samples_per_unit must all be >= 1.")
+        self.inputs = inputs
+        self.result = inputs.influence
+        self.top_k = top_k
+        self.heatmap_units = heatmap_units
+        self.samples_per_unit = samples_per_unit
+        self.overall = self.result.overall()
+        self.per_class_scores = self.result.per_class()  # once: [units, targets] @ one-hot
+        self.unit_index = {name: i for i, name in enumerate(self.result.unit_names)}
+        self._samples: dict[str, str | None] = {}
+
+    def samples(self, unit: str) -> str | None:
+        """Data URI of a unit's sample grid (None: no images known for the unit)."""
+        if unit not in self._samples:
+            images = unit_samples(self.inputs.source, unit, self.samples_per_unit)
+            self._samples[unit] = (None if images is None else
+                                   grid_data_uri(images, columns=self.samples_per_unit))
+        return self._samples[unit]
+
+    def rows(self, ranked: list[tuple[str, float]], se: np.ndarray | None) -> list[UnitRow]:
+        """Table rows of ``(unit name, score)`` pairs; ``se`` is ``[units]`` or None."""
+        return [UnitRow(name, score, None if se is None else float(se[self.unit_index[name]]),
+                        self.samples(name)) for name, score in ranked]
+
+    def ranking(self, scores: np.ndarray, se: np.ndarray | None
+                ) -> list[tuple[UnitRow, UnitRow]]:
+        """``(most helpful, most harmful)`` pairs by rank of ``scores [units]``, NaN never
+        listed (as in :meth:`InfluenceResult.top`); at most half of the scored units each, so
+        the two columns never share a unit."""
+        valid = np.flatnonzero(np.isfinite(scores))
+        k = min(self.top_k, max(1, valid.size // 2))
+        order = valid[np.argsort(-scores[valid], kind="stable")]
+        bottom = valid[np.argsort(scores[valid], kind="stable")]
+        names = self.result.unit_names
+        helpful = self.rows([(names[u], float(scores[u])) for u in order[:k]], se)
+        harmful = self.rows([(names[u], float(scores[u])) for u in bottom[:k]], se)
+        return list(zip(helpful, harmful))
+
+    def per_class(self) -> list[dict]:
+        """One ranking per target class, with sample images of the class."""
+        target = self.inputs.target_test
+        se = self.inputs.per_class_se
+        return [
+            {
+                "name": name,
+                "count": int(target.class_counts()[c]),
+                "samples": grid_data_uri(class_samples(target, c, self.samples_per_unit),
+                                         columns=self.samples_per_unit),
+                "ranking": self.ranking(self.per_class_scores[:, c],
+                                        None if se is None else np.asarray(se)[:, c]),
+            }
+            for c, name in enumerate(target.class_names)
+        ]
+
+    def heatmap(self) -> dict:
+        """Target classes x the units with the largest absolute per-class influence, ordered
+        from most helpful to most harmful overall."""
+        per_class = self.per_class_scores
+        strength = np.nanmax(np.abs(per_class), axis=1, initial=0.0)  # all-NaN unit: 0
+        chosen = np.argsort(-strength, kind="stable")[:self.heatmap_units]
+        overall = np.nan_to_num(self.overall[chosen], nan=-np.inf)
+        chosen = chosen[np.argsort(-overall, kind="stable")]
+        png = heatmap_png(per_class[chosen].T, self.result.target_class_names,
+                          [self.result.unit_names[u] for u in chosen],
+                          colorbar_label=f"influence ({self.result.variant})")
+        return {"figure": png_data_uri(png), "shown": len(chosen),
+                "units": len(self.result.unit_names)}
+
+    def target_image(self, index: int) -> str:
+        """One target test image, enlarged to at least 96 pixels so that it can be seen."""
+        return grid_data_uri(self.inputs.target_test.images[index:index + 1], columns=1,
+                             min_side=96)
+
+    def counterfactual(self) -> dict | None:
+        section = self.inputs.counterfactual
+        if section is None:
+            return None
+        curves = []
+        for curve in section.curves:
+            best_k, best_mean = curve.best
+            curves.append({
+                "name": curve.name, "seeds": curve.seeds, "best_k": best_k,
+                "best_mean": best_mean, "change": best_mean - section.baseline_mean,
+                "points": [(k, m, _interval(lo, hi)) for k, m, lo, hi in
+                           zip(curve.k, curve.mean, curve.low, curve.high)],
+            })
+        return {
+            "figure": png_data_uri(counterfactual_png(section)),
+            "target": section.target_class or "all target classes",
+            "baseline": section.baseline_mean,
+            "baseline_interval": _interval(section.baseline_low, section.baseline_high),
+            "curves": curves,
+        }
+
+    def projections(self) -> list[dict] | None:
+        if not self.inputs.projections:
+            return None
+        return [{"section": p, "image": self.target_image(p.target_index),
+                 "sources": self.rows(list(p.sources), None)} for p in self.inputs.projections]
+
+    def failures(self) -> list[dict] | None:
+        if not self.inputs.failures:
+            return None
+        return [{
+            "section": f, "image": self.target_image(f.target_index),
+            "culprit": self.samples(f.culprit),
+            "fixed": round(f.fixed_by_removal * f.seeds),
+            "random": round(f.fixed_by_random * f.seeds),
+        } for f in self.inputs.failures]
+
+    def diagnostics(self) -> dict | None:
+        section = self.inputs.diagnostics
+        if section is None:
+            return None
+        curve = section.convergence
+        return {"section": section,
+                "figure": None if curve is None else png_data_uri(convergence_png(curve))}
+
+    def facts(self) -> list[tuple[str, str]]:
+        source, target, result = self.inputs.source, self.inputs.target_test, self.result
+        return [
+            ("output variant", result.variant),
+            ("models in the estimate", str(result.num_models)),
+            ("source units", str(len(result.unit_names))),
+            ("source dataset", _describe(source)),
+            ("target test set", _describe(target)),
+        ]
+
+    def context(self) -> dict:
+        inputs = self.inputs
+        return {
+            "title": inputs.title,
+            "summary": list(inputs.summary.items()) + self.facts(),
+            "variant": self.result.variant,
+            "has_se": {"overall": inputs.overall_se is not None,
+                       "per_class": inputs.per_class_se is not None},
+            "overall": self.ranking(self.overall, None if inputs.overall_se is None
+                                    else np.asarray(inputs.overall_se)),
+            "per_class": self.per_class(),
+            "heatmap": self.heatmap(),
+            "counterfactual": self.counterfactual(),
+            "projections": self.projections(),
+            "failures": self.failures(),
+            "diagnostics": self.diagnostics(),
+            "config": inputs.config_hint,
+        }
+
+
+def render_report(inputs: ReportInputs, *, top_k: int = 5, heatmap_units: int = 20,
+                  samples_per_unit: int = 6) -> str:
+    """The report page as an HTML string.
+
+    Args:
+        inputs: what to show; sections given as None are listed with the command making them.
+        top_k: most helpful / harmful units listed overall and per target class.
+        heatmap_units: source units in the heat-map (the largest absolute per-class scores).
+        samples_per_unit: sample images shown per source unit and per target class.
+    """
+    page = _Page(inputs, top_k=top_k, heatmap_units=heatmap_units,
+                 samples_per_unit=samples_per_unit)
+    return _ENVIRONMENT.get_template("report.html.j2").render(page.context())
+
+
+def build_report(inputs: ReportInputs, path: str | Path, *, top_k: int = 5,
+                 heatmap_units: int = 20, samples_per_unit: int = 6) -> Path:
+    """Render the report (see :func:`render_report`) and write it to ``path``.
+
+    The file is written to a temporary file beside ``path`` and renamed over it, so a browser
+    or a concurrent reader never sees half a page. An existing report is replaced: a report is
+    derived from saved results and can always be rebuilt. Returns ``path``.
+    """
+    html = render_report(inputs, top_k=top_k, heatmap_units=heatmap_units,
+                         samples_per_unit=samples_per_unit)
+    path = Path(path)
+    with atomic_open(path, "wb") as file:  # bytes: UTF-8 whatever the locale
+        file.write(html.encode("utf-8"))
+    return path
