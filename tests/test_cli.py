@@ -129,3 +129,16 @@ def test_leakage_on_an_example_sweep(tmp_path: Path):
     assert found[0]["target_index"] == 2
     assert len(found[0]["leaks"]) == 3 and len(found[0]["misleading"]) == 3
     assert all(-1 <= c["similarity"] <= 1 for c in found[0]["leaks"])
+
+
+def test_datamodel_estimates_through_the_cli(tmp_path: Path):
+    config = write_sweep_config(tmp_path, num_models=64, group_size=32, epochs=1)
+    assert invoke("run", config, "--quiet").exit_code == 0
+    result = invoke("estimate", config, "--method", "ridge")
+    assert result.exit_code == 0, result.output
+    assert "ridge datamodel weights" in result.output and "held-out linear datamodeling" in result.output
+    assert (tmp_path / "sweep.zarr.datamodel-ridge-prob_correct.npz").exists()
+    result = invoke("top", config, "--method", "ridge", "--k", "2", "--json")
+    assert result.exit_code == 0 and "ridge" in json.loads(result.output)["variant"]
+    result = invoke("top", config, "--method", "ols")
+    assert result.exit_code != 0 and "choose one of dim, ridge, lasso" in result.output

@@ -31,8 +31,9 @@ from .analysis import (
 )
 from .config import ExperimentConfig, load_config, parse_config, read_toml
 from .counterfactual import STRATEGIES, CounterfactualResult, run_counterfactual
-from .errors import ConfigError, TransferInfluenceError
+from .errors import ConfigError, StoreError, TransferInfluenceError
 from .estimators import InfluenceResult, estimate_influence
+from .estimators.result import METHODS
 from .outputs import OUTPUT_VARIANTS
 from .report import write_experiment_report
 from .sweep.plan import SweepPlan
@@ -54,6 +55,9 @@ ConfigArg = Annotated[Path, typer.Argument(help="experiment TOML (see examples/)
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
 VariantOpt = Annotated[
     str, typer.Option(help=f"output variant: {', '.join(OUTPUT_VARIANTS)}")
+]
+MethodOpt = Annotated[
+    str, typer.Option(help="dim (difference in means), or ridge / lasso (datamodel weights)")
 ]
 
 
@@ -77,9 +81,16 @@ def _check_variant(variant: str) -> None:
                                  param_hint="--variant")
 
 
-def _result_path(config: ExperimentConfig, variant: str) -> Path:
-    """Where ``estimate`` saves its result: beside a local store, named by variant."""
-    return config.artifact_path(f"influence-{variant}.npz")
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise typer.BadParameter(f"{method!r}; choose one of {', '.join(METHODS)}",
+                                 param_hint="--method")
+
+
+def _result_path(config: ExperimentConfig, variant: str, method: str = "dim") -> Path:
+    """Where ``estimate`` saves its result: beside a local store, named by variant and method."""
+    name = "influence" if method == "dim" else f"datamodel-{method}"
+    return config.artifact_path(f"{name}-{variant}.npz")
 
 
 def _read_store(config: ExperimentConfig) -> SweepStore:
@@ -87,16 +98,18 @@ def _read_store(config: ExperimentConfig) -> SweepStore:
     return SweepStore.open(config.store_path(), config_hash=config.config_hash(), read_only=True)
 
 
-def _influence(config: ExperimentConfig, variant: str, store: SweepStore | None = None
-               ) -> InfluenceResult:
+def _influence(config: ExperimentConfig, variant: str, store: SweepStore | None = None,
+               method: str = "dim") -> InfluenceResult:
     """The saved estimate if it covers every completed model, else a fresh one (not saved)."""
+    _check_variant(variant)
+    _check_method(method)
     store = store or _read_store(config)
-    saved = _result_path(config, variant)
+    saved = _result_path(config, variant, method)
     if saved.exists():
         result = InfluenceResult.load(saved)
         if result.num_models == store.num_completed:
             return result
-    return estimate_influence(store, variant)
+    return estimate_influence(store, variant, method=method)  # type: ignore[arg-type]
 
 
 @app.command()
@@ -149,27 +162,37 @@ def worker(
 def estimate(
     config: ConfigArg,
     variant: VariantOpt = "prob_correct",
+    method: MethodOpt = "dim",
     overwrite: Annotated[bool, typer.Option(help="replace an existing result")] = False,
 ) -> None:
-    """Difference-in-means influence of every source unit on every target example."""
+    """Influence of every source unit on every target example (difference in means, or linear
+    datamodel weights with their held-out score)."""
     _check_variant(variant)
+    _check_method(method)
     experiment = load_config(config)
     store = _read_store(experiment)
-    result = estimate_influence(store, variant)  # type: ignore[arg-type]
-    path = _result_path(experiment, variant)
+    path = _result_path(experiment, variant, method)
+    if path.exists() and not overwrite:  # before the work, not after
+        raise StoreError(f"{path} already exists; pass --overwrite to replace it.")
+    result = estimate_influence(store, variant, method=method)  # type: ignore[arg-type]
     result.save(path, overwrite=overwrite)
     units, targets = result.influence.shape
+    what = "influence" if method == "dim" else f"{method} datamodel weights"
     console.print(
-        f"influence [{units} units x {targets} target examples] from {result.num_models} of"
+        f"{what} [{units} units x {targets} target examples] from {result.num_models} of"
         f" {store.num_models} models (each unit kept by {int(result.counts_with.min())}-"
         f"{int(result.counts_with.max())} models) -> {path}"
     )
+    if result.heldout_lds is not None:
+        console.print(f"held-out linear datamodeling score (Spearman, mean over targets):"
+                      f" {result.heldout_lds:.3f}")
 
 
 def _top_table(result: InfluenceResult, k: int, target_class: str | None) -> dict:
     helpful = result.top(k, target_class=target_class)
     harmful = result.top(k, target_class=target_class, harmful=True)
-    return {"target_class": target_class or "(all)", "variant": result.variant,
+    variant = result.variant if result.method == "dim" else f"{result.variant}, {result.method}"
+    return {"target_class": target_class or "(all)", "variant": variant,
             "num_models": result.num_models,
             "helpful": [{"unit": n, "score": s} for n, s in helpful],
             "harmful": [{"unit": n, "score": s} for n, s in harmful]}
@@ -196,11 +219,11 @@ def top(
         str | None, typer.Option(help="a target class name; default: overall")] = None,
     per_class: Annotated[bool, typer.Option(help="one table per target class")] = False,
     variant: VariantOpt = "prob_correct",
+    method: MethodOpt = "dim",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """The k most helpful and most harmful source units, overall or for a target class."""
-    _check_variant(variant)
-    result = _influence(load_config(config), variant)
+    result = _influence(load_config(config), variant, method=method)
     classes = result.target_class_names if per_class else [target_class]
     entries = [_top_table(result, k, name) for name in classes]
     if as_json:
@@ -276,6 +299,7 @@ def counterfactual(
     target_class: Annotated[str | None, typer.Option(
         help="rank units and measure accuracy for this target class only")] = None,
     variant: VariantOpt = "prob_correct",
+    method: MethodOpt = "dim",
     quiet: QuietOpt = False,
 ) -> None:
     """Remove source units, retrain over seeds, and compare target accuracy with the baseline.
@@ -286,7 +310,7 @@ def counterfactual(
     ks = _int_list(k, "--k")
     experiment = load_config(config)
     plan = SweepPlan.from_config(experiment)
-    influence = (_influence(experiment, variant, plan.read_store())
+    influence = (_influence(experiment, variant, plan.read_store(), method)
                  if strategy in ("bottom", "top") else None)
     result = run_counterfactual(plan, strategy, ks, seeds,
                                 influence=influence, target_class=target_class,
@@ -306,11 +330,12 @@ def project(
         help="comma-separated target test indices; default: the first of each class")] = None,
     k: Annotated[int, typer.Option(help="source units per example")] = 5,
     variant: VariantOpt = "prob_correct",
+    method: MethodOpt = "dim",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Label projection: the source units most positively influencing target examples."""
     experiment = load_config(config)
-    result = _influence(experiment, variant)
+    result = _influence(experiment, variant, method=method)
     chosen = default_examples(result) if examples is None else _int_list(examples, "--examples")
     projections = project_labels(result, chosen, k=k,
                                  predictions=consensus_predictions(_read_store(experiment)))
@@ -336,13 +361,14 @@ def debug(
     count: Annotated[int, typer.Option(help="failures to pick when --examples is not given")] = 3,
     seeds: Annotated[int, typer.Option(help="models (seeds) per arm")] = 10,
     variant: VariantOpt = "prob_correct",
+    method: MethodOpt = "dim",
     quiet: QuietOpt = False,
 ) -> None:
     """Failure debugging: retrain without each failure's most harmful source unit."""
     experiment = load_config(config)
     chosen = None if examples is None else _int_list(examples, "--examples")
     plan = SweepPlan.from_config(experiment)
-    failures = debug_failures(plan, _influence(experiment, variant, plan.read_store()),
+    failures = debug_failures(plan, _influence(experiment, variant, plan.read_store(), method),
                               examples=chosen, count=count, seeds=seeds, quiet=quiet)
     path = experiment.artifact_path("failures.json")
     save_failures(path, failures)
@@ -370,6 +396,7 @@ def leakage(
     variant: Annotated[str, typer.Option(
         help="output variant; margin (default here) does not saturate on examples that are"
              " already classified confidently, unlike prob_correct")] = "margin",
+    method: MethodOpt = "dim",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Candidate leaks (extreme positive influence) and misleading source examples (extreme
@@ -380,7 +407,7 @@ def leakage(
         raise ConfigError("leakage needs source examples as units: set unit = 'example' in the"
                           " [sweep] table and run that sweep.")
     plan = SweepPlan.from_config(experiment) if pixel_check else None
-    result = _influence(experiment, variant, plan.read_store() if plan else None)
+    result = _influence(experiment, variant, plan.read_store() if plan else None, method)
     data = plan.data if plan else None
     found = find_leakage(
         result.influence, result.unit_names, result.target_labels, result.target_class_names,
@@ -413,12 +440,13 @@ def report(
     output: Annotated[Path | None, typer.Option(
         help="HTML file to write; default: <store>.report.html beside the store")] = None,
     variant: VariantOpt = "prob_correct",
+    method: MethodOpt = "dim",
 ) -> None:
     """Write one self-contained HTML report of everything computed so far."""
-    _check_variant(variant)
     plan = SweepPlan.from_config(load_config(config))
     store = plan.read_store()
-    path = write_experiment_report(plan, store, _influence(plan.config, variant, store), output,
+    path = write_experiment_report(plan, store, _influence(plan.config, variant, store, method),
+                                   output,
                                    config_path=str(config))
     console.print(f"report -> {path}")
 

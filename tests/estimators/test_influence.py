@@ -3,8 +3,13 @@
 import numpy as np
 import pytest
 
-from transfer_influence.errors import StoreError
-from transfer_influence.estimators import difference_in_means, estimate_influence
+from transfer_influence.errors import DataError, StoreError
+from transfer_influence.estimators import (
+    InfluenceResult,
+    difference_in_means,
+    estimate_influence,
+    fit_datamodels,
+)
 from transfer_influence.outputs import OUTPUT_VARIANTS, TargetOutputs
 from transfer_influence.sweep.masks import subset_masks
 from transfer_influence.sweep.store import SweepStore
@@ -12,20 +17,24 @@ from transfer_influence.sweep.store import SweepStore
 MODELS, UNITS, TARGETS, CLASSES = 30, 6, 8, 3
 
 
-@pytest.fixture
-def store(tmp_path):
+def _store(tmp_path, models: int = MODELS):
     rng = np.random.default_rng(0)
     labels = rng.integers(0, CLASSES, size=TARGETS)
     store = SweepStore.create(
-        tmp_path / "s.zarr", num_models=MODELS, unit_names=[f"u{i}" for i in range(UNITS)],
+        tmp_path / "s.zarr", num_models=models, unit_names=[f"u{i}" for i in range(UNITS)],
         target_labels=labels, target_class_names=["a", "b", "c"], config_hash="h",
         fingerprints={},
     )
-    logits = rng.normal(size=(MODELS, TARGETS, CLASSES)).astype(np.float32)
-    done = np.array([i for i in range(MODELS) if i % 4 != 3])  # some models never finished
+    logits = rng.normal(size=(models, TARGETS, CLASSES)).astype(np.float32)
+    done = np.array([i for i in range(models) if i % 4 != 3])  # some models never finished
     store.write_models(done, subset_masks(0, done, UNITS, 0.5),
                        TargetOutputs.from_logits(logits[done], labels))
     return store
+
+
+@pytest.fixture
+def store(tmp_path):
+    return _store(tmp_path)
 
 
 @pytest.mark.parametrize("variant", OUTPUT_VARIANTS)
@@ -47,3 +56,21 @@ def test_empty_store_is_an_error(tmp_path):
     )
     with pytest.raises(StoreError, match="no completed models"):
         estimate_influence(store)
+
+
+@pytest.mark.parametrize("method", ["ridge", "lasso"])
+def test_datamodel_methods_return_the_fitted_weights(method, tmp_path):
+    store = _store(tmp_path, models=100)
+    result = estimate_influence(store, "margin", method=method, seed=3)
+    fitted = fit_datamodels(store, "margin", method, seed=3)
+    np.testing.assert_array_equal(result.influence, fitted.weights)
+    assert result.method == method and result.num_models == 75
+    assert result.heldout_lds == pytest.approx(fitted.lds)
+    result.save(tmp_path / "r.npz")
+    loaded = InfluenceResult.load(tmp_path / "r.npz")
+    assert (loaded.method, loaded.heldout_lds) == (method, result.heldout_lds)
+
+
+def test_unknown_method_is_named(store):
+    with pytest.raises(DataError, match="unknown estimation method 'ols'.*dim, ridge, lasso"):
+        estimate_influence(store, method="ols")

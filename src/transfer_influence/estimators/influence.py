@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from ..errors import StoreError
+import numpy as np
+
+from ..errors import DataError, StoreError
 from ..outputs import OutputVariant
 from ..sweep.store import SweepStore
+from .datamodels import fit_datamodels
 from .difference_in_means import DEFAULT_CHUNK_MODELS, DifferenceInMeans
-from .result import InfluenceResult
+from .result import METHODS, InfluenceResult
 
 
 def estimate_influence(
     store: SweepStore,
     variant: OutputVariant = "prob_correct",
     *,
+    method: str = "dim",
+    seed: int = 0,
     chunk_models: int = DEFAULT_CHUNK_MODELS,
 ) -> InfluenceResult:
     """Difference-in-means influence of every unit on every target example of ``store``.
@@ -22,13 +27,34 @@ def estimate_influence(
     however many models the sweep has (about 240 MiB + 30 bytes x chunk_models x targets at
     1,000 units x 10,000 targets; lower ``chunk_models`` if that is too much). Models not yet
     completed are ignored; the result records how many models it used.
+
+    ``method="ridge"`` or ``"lasso"`` returns linear datamodel weights instead
+    (:func:`~transfer_influence.estimators.datamodels.fit_datamodels`, held-out models chosen
+    with ``seed``; it holds all completed models in memory), with their held-out LDS.
     """
+    if method not in METHODS:
+        raise DataError(f"unknown estimation method {method!r}; choose one of"
+                        f" {', '.join(METHODS)}.")
     accumulator = DifferenceInMeans()
     for chunk in store.iter_completed_chunks(chunk_models):
         accumulator.update(chunk.masks, chunk.outputs.variant(variant))
     if accumulator.num_models == 0:
         raise StoreError(
             f"no completed models in {store.path}; run (or resume) the sweep before estimating."
+        )
+    if method != "dim":
+        datamodels = fit_datamodels(store, variant, method, seed=seed)  # type: ignore[arg-type]
+        return InfluenceResult(
+            influence=datamodels.weights,
+            unit_names=store.unit_names,
+            target_labels=store.target_labels,
+            target_class_names=store.target_class_names,
+            variant=variant,
+            num_models=accumulator.num_models,
+            counts_with=accumulator.counts_with,
+            counts_without=accumulator.counts_without,
+            method=method,
+            heldout_lds=None if np.isnan(datamodels.lds) else float(datamodels.lds),
         )
     return InfluenceResult(
         influence=accumulator.result(),

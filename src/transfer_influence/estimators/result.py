@@ -17,16 +17,21 @@ from ..atomic import atomic_open
 from ..errors import DataError, StoreError
 from ..outputs import OUTPUT_VARIANTS, OutputVariant
 
-_METADATA_FIELDS = ("unit_names", "target_class_names", "variant", "num_models")
+_METADATA_FIELDS = ("unit_names", "target_class_names", "variant", "num_models", "method",
+                    "heldout_lds")
+METHODS = ("dim", "ridge", "lasso")
+"""How a result was estimated: difference in means, or ridge / LASSO datamodel weights."""
 
 
 @dataclass(frozen=True, eq=False)  # arrays make field-wise == ambiguous
 class InfluenceResult:
-    """Difference-in-means influence of source units on target examples.
+    """Influence of source units on target examples.
 
     ``influence`` is float ``[units, targets]``; ``target_labels`` int ``[targets]`` indexes
     ``target_class_names``; ``counts_with`` / ``counts_without`` ``[units]`` say how many models
-    kept / dropped each unit (units with a zero count have NaN influence).
+    kept / dropped each unit (units with a zero count have NaN influence). ``method`` is
+    ``dim`` (difference in means) or ``ridge`` / ``lasso`` (linear datamodel weights, whose
+    held-out linear datamodeling score is ``heldout_lds``).
     """
 
     influence: np.ndarray
@@ -37,6 +42,8 @@ class InfluenceResult:
     num_models: int
     counts_with: np.ndarray
     counts_without: np.ndarray
+    method: str = "dim"
+    heldout_lds: float | None = None
 
     def __post_init__(self) -> None:
         if np.ndim(self.influence) != 2:
@@ -62,6 +69,9 @@ class InfluenceResult:
                 f"target_labels must lie in [0, {len(self.target_class_names)}) to index"
                 f" target_class_names; got range [{labels.min()}, {labels.max()}]."
             )
+        if self.method not in METHODS:
+            raise DataError(f"unknown estimation method {self.method!r}; choose one of"
+                            f" {', '.join(METHODS)}.")
         if self.variant not in OUTPUT_VARIANTS:
             raise DataError(
                 f"unknown output variant {self.variant!r}; choose one of"

@@ -51,7 +51,11 @@ def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: Influen
         "units": config.sweep.unit,
         "alpha": f"{config.sweep.alpha}",
         "config hash": config.config_hash(),
+        "estimate": {"dim": "difference in means", "ridge": "ridge datamodel weights",
+                     "lasso": "LASSO datamodel weights"}[influence.method],
     }
+    if influence.heldout_lds is not None:
+        summary["held-out LDS"] = f"{influence.heldout_lds:.3f}"
     return ReportInputs(
         title=f"transfer-influence report: {config.name}",
         influence=influence,
