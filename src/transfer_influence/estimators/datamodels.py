@@ -57,6 +57,7 @@ import scipy.stats
 from ..errors import DataError, StoreError
 from ..outputs import OutputVariant
 from ..sweep.store import SweepStore
+from .difference_in_means import check_masks_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -141,15 +142,7 @@ class Datamodels:
 def _check_data(masks: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``masks`` bool ``[models, units]`` and ``outputs`` as finite float64
     ``[models, targets]``, or a :class:`DataError` saying what is wrong."""
-    masks = np.asarray(masks)
-    outputs = np.asarray(outputs)
-    if masks.ndim != 2 or outputs.ndim != 2 or masks.shape[0] != outputs.shape[0]:
-        raise DataError(
-            f"masks [models, units] and outputs [models, targets] must be 2-D with the same"
-            f" number of models; got masks {masks.shape} and outputs {outputs.shape}."
-        )
-    if masks.dtype != bool:
-        raise DataError(f"masks must be bool (True = unit kept), got dtype {masks.dtype}.")
+    masks, outputs = check_masks_outputs(masks, outputs)
     if masks.shape[1] == 0 or outputs.shape[1] == 0:
         raise DataError(
             f"need at least one unit and one target, got masks {masks.shape} and outputs"

@@ -30,6 +30,21 @@ from ..errors import DataError
 DEFAULT_CHUNK_MODELS = 2048
 
 
+def check_masks_outputs(masks: np.ndarray, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``masks`` as bool ``[models, units]`` and ``outputs`` as ``[models, targets]`` arrays with
+    the same number of models, or a :class:`DataError` saying what is wrong."""
+    masks = np.asarray(masks)
+    outputs = np.asarray(outputs)
+    if masks.ndim != 2 or outputs.ndim != 2 or masks.shape[0] != outputs.shape[0]:
+        raise DataError(
+            f"masks [models, units] and outputs [models, targets] must be 2-D with the same"
+            f" number of models; got masks {masks.shape} and outputs {outputs.shape}."
+        )
+    if masks.dtype != bool:
+        raise DataError(f"masks must be bool (True = unit kept), got dtype {masks.dtype}.")
+    return masks, outputs
+
+
 class DifferenceInMeans:
     """Streaming accumulator of difference-in-means influence.
 
@@ -53,15 +68,7 @@ class DifferenceInMeans:
 
     def update(self, masks: np.ndarray, outputs: np.ndarray) -> DifferenceInMeans:
         """Add a block: ``masks`` bool ``[models, units]``, ``outputs`` float ``[models, targets]``."""
-        masks = np.asarray(masks)
-        outputs = np.asarray(outputs)
-        if masks.ndim != 2 or outputs.ndim != 2 or masks.shape[0] != outputs.shape[0]:
-            raise DataError(
-                f"masks [models, units] and outputs [models, targets] must be 2-D with the same"
-                f" number of models; got masks {masks.shape} and outputs {outputs.shape}."
-            )
-        if masks.dtype != bool:
-            raise DataError(f"masks must be bool (True = unit kept), got dtype {masks.dtype}.")
+        masks, outputs = check_masks_outputs(masks, outputs)
         models, units = masks.shape
         if self._sums is None:
             self._sums = np.zeros((units + 1, outputs.shape[1]))

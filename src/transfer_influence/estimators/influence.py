@@ -42,27 +42,13 @@ def estimate_influence(
         raise StoreError(
             f"no completed models in {store.path}; run (or resume) the sweep before estimating."
         )
-    if method != "dim":
-        datamodels = fit_datamodels(store, variant, method, seed=seed)  # type: ignore[arg-type]
-        return InfluenceResult(
-            influence=datamodels.weights,
-            unit_names=store.unit_names,
-            target_labels=store.target_labels,
-            target_class_names=store.target_class_names,
-            variant=variant,
-            num_models=accumulator.num_models,
-            counts_with=accumulator.counts_with,
-            counts_without=accumulator.counts_without,
-            method=method,
-            heldout_lds=None if np.isnan(datamodels.lds) else float(datamodels.lds),
-        )
-    return InfluenceResult(
-        influence=accumulator.result(),
-        unit_names=store.unit_names,
-        target_labels=store.target_labels,
-        target_class_names=store.target_class_names,
-        variant=variant,
-        num_models=accumulator.num_models,
-        counts_with=accumulator.counts_with,
-        counts_without=accumulator.counts_without,
-    )
+    common = {"unit_names": store.unit_names, "target_labels": store.target_labels,
+              "target_class_names": store.target_class_names, "variant": variant,
+              "num_models": accumulator.num_models, "counts_with": accumulator.counts_with,
+              "counts_without": accumulator.counts_without}
+    if method == "dim":
+        return InfluenceResult(influence=accumulator.result(), **common)
+    datamodels = fit_datamodels(store, variant, method, seed=seed)  # type: ignore[arg-type]
+    lds = None if np.isnan(datamodels.lds) else float(datamodels.lds)
+    return InfluenceResult(influence=datamodels.weights, method=method, heldout_lds=lds,
+                           **common)
