@@ -3,10 +3,14 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from transfer_influence.cli import app
+from transfer_influence.config import load_config
+from transfer_influence.outputs import TargetOutputs
+from transfer_influence.sweep.plan import SweepPlan
 from transfer_influence.sweep.store import SweepStore
 
 from .sweep.conftest import write_sweep_config
@@ -142,3 +146,30 @@ def test_datamodel_estimates_through_the_cli(tmp_path: Path):
     assert result.exit_code == 0 and "ridge" in json.loads(result.output)["variant"]
     result = invoke("top", config, "--method", "ols")
     assert result.exit_code != 0 and "choose one of dim, ridge, lasso" in result.output
+
+
+def test_diagnose_says_pure_noise_needs_more_models(tmp_path: Path):
+    """A store whose outputs are pure noise (written directly, no training): the held-out
+    datamodel score is near zero and the verdict asks for more models."""
+    config_path = write_sweep_config(tmp_path, num_models=300)
+    plan = SweepPlan.from_config(load_config(config_path))
+    store = plan.open_store()
+    rng = np.random.default_rng(0)
+    indices = np.arange(store.num_models)
+    logits = rng.standard_normal((store.num_models, store.num_targets, 4)).astype(np.float32)
+    store.write_models(indices, plan.masks(indices),
+                       TargetOutputs.from_logits(logits, store.target_labels))
+    result = invoke("diagnose", config_path, "--replicates", "30")
+    assert result.exit_code == 0, result.output
+    assert "Train more models" in result.output
+    saved = json.loads((tmp_path / "sweep.zarr.diagnostics-prob_correct.json").read_text())
+    assert abs(saved["metrics"]["held-out LDS (ridge datamodel)"]) < 0.1
+    assert saved["needs_more_models"] is True
+
+    result = invoke("top", config_path, "--k", "2", "--json")  # standard errors now shown
+    assert result.exit_code == 0
+    assert all(item["se"] > 0 for item in json.loads(result.output)["helpful"])
+    result = invoke("report", config_path)
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "sweep.zarr.report.html").read_text()
+    assert "Train more models" in page and "No diagnostics" not in page

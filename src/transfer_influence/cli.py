@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -31,11 +32,12 @@ from .analysis import (
 )
 from .config import ExperimentConfig, load_config, parse_config, read_toml
 from .counterfactual import STRATEGIES, CounterfactualResult, run_counterfactual
-from .errors import ConfigError, StoreError, TransferInfluenceError
+from .errors import ConfigError, DataError, StoreError, TransferInfluenceError
 from .estimators import InfluenceResult, estimate_influence
+from .estimators.diagnostics import DiagnosticsSummary, diagnose_store
 from .estimators.result import METHODS
 from .outputs import OUTPUT_VARIANTS
-from .report import write_experiment_report
+from .report import diagnostics_path, saved_diagnostics, write_experiment_report
 from .sweep.plan import SweepPlan
 from .sweep.runners import init_store, run_local, run_ray, run_shard
 from .sweep.store import SweepStore
@@ -188,14 +190,63 @@ def estimate(
                       f" {result.heldout_lds:.3f}")
 
 
-def _top_table(result: InfluenceResult, k: int, target_class: str | None) -> dict:
+@app.command()
+@_friendly_errors
+def diagnose(
+    config: ConfigArg,
+    variant: VariantOpt = "prob_correct",
+    k: Annotated[int, typer.Option(help="length of the top list to judge")] = 5,
+    side: Annotated[str, typer.Option(help="helpful, harmful or abs")] = "helpful",
+    replicates: Annotated[int, typer.Option(help="bootstrap replicates")] = 100,
+    seed: Annotated[int, typer.Option(help="seeds the split, bootstrap and knockoffs")] = 0,
+) -> None:
+    """How far to trust the influence ranking, and whether to train more models: split-half
+    agreement, bootstrap standard errors and their convergence, knockoff FDR of the top-k, and
+    the held-out score of a ridge datamodel."""
+    _check_variant(variant)
+    if side not in ("helpful", "harmful", "abs"):
+        raise typer.BadParameter(f"{side!r}; choose helpful, harmful or abs", param_hint="--side")
+    experiment = load_config(config)
+    store = _read_store(experiment)
+    diagnostics = diagnose_store(store, variant, k=k, side=side,  # type: ignore[arg-type]
+                                 replicates=replicates, seed=seed)
+    try:
+        lds = estimate_influence(store, variant, method="ridge",  # type: ignore[arg-type]
+                                 seed=seed).heldout_lds
+    except DataError as error:  # too few models to hold some out
+        lds = None
+        console.print(f"(no held-out datamodel score: {error})")
+    summary = DiagnosticsSummary.from_diagnostics(diagnostics, lds)
+    path = diagnostics_path(experiment, variant)
+    summary.save(path)
+    table = Table(title=f"diagnostics ({variant}, {summary.num_models} models)")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in summary.metrics.items():
+        table.add_row(name, f"{value:.3f}")
+    curve = ", ".join(f"{m}: {se:.4f}" for m, se in
+                      zip(summary.convergence_models, summary.convergence_mean_se))
+    table.add_row("mean SE per class by models", curve)
+    console.print(table)
+    for line in summary.verdict:
+        console.print(line)
+    console.print(f"saved -> {path}")
+
+
+def _top_table(result: InfluenceResult, k: int, target_class: str | None,
+               se: DiagnosticsSummary | None = None) -> dict:
     helpful = result.top(k, target_class=target_class)
     harmful = result.top(k, target_class=target_class, harmful=True)
+    errors: dict[str, float] = {}
+    if se is not None:
+        column = (np.asarray(se.se_overall) if target_class is None else np.asarray(
+            se.se_per_class)[:, result.target_class_names.index(target_class)])
+        errors = dict(zip(result.unit_names, column.tolist()))
     variant = result.variant if result.method == "dim" else f"{result.variant}, {result.method}"
     return {"target_class": target_class or "(all)", "variant": variant,
             "num_models": result.num_models,
-            "helpful": [{"unit": n, "score": s} for n, s in helpful],
-            "harmful": [{"unit": n, "score": s} for n, s in harmful]}
+            "helpful": [{"unit": n, "score": s, "se": errors.get(n)} for n, s in helpful],
+            "harmful": [{"unit": n, "score": s, "se": errors.get(n)} for n, s in harmful]}
 
 
 def _print_top(entry: dict) -> None:
@@ -205,8 +256,11 @@ def _print_top(entry: dict) -> None:
     table.add_column("influence", justify="right")
     table.add_column("most harmful")
     table.add_column("influence", justify="right")
+    def score(item: dict) -> str:
+        return f"{item['score']:+.4f}" + ("" if item["se"] is None else f" ± {item['se']:.4f}")
+
     for good, bad in zip(entry["helpful"], entry["harmful"]):
-        table.add_row(good["unit"], f"{good['score']:+.4f}", bad["unit"], f"{bad['score']:+.4f}")
+        table.add_row(good["unit"], score(good), bad["unit"], score(bad))
     console.print(table)
 
 
@@ -223,9 +277,11 @@ def top(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """The k most helpful and most harmful source units, overall or for a target class."""
-    result = _influence(load_config(config), variant, method=method)
+    experiment = load_config(config)
+    result = _influence(experiment, variant, method=method)
     classes = result.target_class_names if per_class else [target_class]
-    entries = [_top_table(result, k, name) for name in classes]
+    se = saved_diagnostics(experiment, result)
+    entries = [_top_table(result, k, name, se) for name in classes]
     if as_json:
         typer.echo(json.dumps(entries if per_class else entries[0], indent=2))
         return

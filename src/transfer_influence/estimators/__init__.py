@@ -8,18 +8,38 @@ from .datamodels import (
     fit_ridge,
     linear_datamodeling_score,
 )
+from .diagnostics import (
+    Diagnostics,
+    DiagnosticsSummary,
+    SweepSource,
+    bootstrap_se,
+    bootstrap_summary,
+    diagnose,
+    diagnose_store,
+    knockoff_fdr,
+    split_half_agreement,
+)
 from .difference_in_means import DifferenceInMeans, difference_in_means
 from .influence import estimate_influence
 from .result import InfluenceResult
 
 __all__ = [
     "Datamodels",
+    "Diagnostics",
+    "DiagnosticsSummary",
     "DifferenceInMeans",
     "InfluenceResult",
+    "SweepSource",
+    "bootstrap_se",
+    "bootstrap_summary",
+    "diagnose",
+    "diagnose_store",
     "difference_in_means",
     "estimate_influence",
     "fit_datamodels",
     "fit_lasso",
     "fit_ridge",
+    "knockoff_fdr",
     "linear_datamodeling_score",
+    "split_half_agreement",
 ]

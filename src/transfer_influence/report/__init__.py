@@ -6,7 +6,12 @@ and target test images, and optional counterfactual, label-projection, failure a
 sections. Missing sections are shown with the command that produces them.
 """
 
-from .collect import collect_report_inputs, write_experiment_report
+from .collect import (
+    collect_report_inputs,
+    diagnostics_path,
+    saved_diagnostics,
+    write_experiment_report,
+)
 from .html import build_report, render_report
 from .inputs import (
     ConvergenceSeries,
@@ -28,6 +33,8 @@ __all__ = [
     "ReportInputs",
     "build_report",
     "collect_report_inputs",
+    "diagnostics_path",
     "render_report",
+    "saved_diagnostics",
     "write_experiment_report",
 ]

@@ -10,15 +10,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from ..analysis.failures import load_failures
 from ..analysis.projection import consensus_predictions, default_examples, project_labels
 from ..config import ExperimentConfig
 from ..counterfactual.experiment import CounterfactualResult
+from ..estimators.diagnostics import DiagnosticsSummary
 from ..estimators.result import InfluenceResult
 from ..sweep.plan import SweepPlan
 from ..sweep.store import SweepStore
 from .html import build_report
-from .inputs import CounterfactualSection, FailureSection, ProjectionSection, ReportInputs
+from .inputs import (
+    ConvergenceSeries,
+    CounterfactualSection,
+    DiagnosticsSection,
+    FailureSection,
+    ProjectionSection,
+    ReportInputs,
+)
 
 
 def counterfactual_section(config: ExperimentConfig) -> CounterfactualSection | None:
@@ -29,6 +39,31 @@ def counterfactual_section(config: ExperimentConfig) -> CounterfactualSection | 
     results = [CounterfactualResult.load(path) for path in sorted(folder.glob(pattern))]
     overall = [result for result in results if result.target_class is None]
     return CounterfactualSection.from_results(overall) if overall else None
+
+
+def diagnostics_path(config: ExperimentConfig, variant: str) -> Path:
+    """Where ``transfer-influence diagnose`` saves its summary for output ``variant``."""
+    return config.artifact_path(f"diagnostics-{variant}.json")
+
+
+def saved_diagnostics(config: ExperimentConfig, influence: InfluenceResult
+                      ) -> DiagnosticsSummary | None:
+    """The saved diagnostics of exactly this estimate (same variant, difference in means, same
+    models), or None: standard errors of another estimate must not be shown next to it."""
+    path = diagnostics_path(config, influence.variant)
+    if influence.method != "dim" or not path.exists():
+        return None
+    summary = DiagnosticsSummary.load(path)
+    return summary if summary.num_models == influence.num_models else None
+
+
+def diagnostics_section(summary: DiagnosticsSummary | None) -> DiagnosticsSection | None:
+    """The report section of saved diagnostics."""
+    if summary is None:
+        return None
+    return DiagnosticsSection(
+        metrics=summary.metrics, verdicts=tuple(summary.verdict),
+        convergence=ConvergenceSeries(summary.convergence_models, summary.convergence_mean_se))
 
 
 def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: InfluenceResult, *,
@@ -56,6 +91,7 @@ def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: Influen
     }
     if influence.heldout_lds is not None:
         summary["held-out LDS"] = f"{influence.heldout_lds:.3f}"
+    diagnostics = saved_diagnostics(config, influence)
     return ReportInputs(
         title=f"transfer-influence report: {config.name}",
         influence=influence,
@@ -66,6 +102,9 @@ def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: Influen
         counterfactual=counterfactual_section(config),
         projections=[ProjectionSection.from_projection(p) for p in projections],
         failures=None if failures is None else [FailureSection.from_debug(f) for f in failures],
+        diagnostics=diagnostics_section(diagnostics),
+        overall_se=None if diagnostics is None else np.asarray(diagnostics.se_overall),
+        per_class_se=None if diagnostics is None else np.asarray(diagnostics.se_per_class),
     )
 
 
