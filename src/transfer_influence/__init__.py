@@ -9,10 +9,16 @@ The public API, stage by stage (see DESIGN.md):
   :func:`finetune_group`
 - sweeps: :func:`subset_masks`, :class:`SweepStore`, :func:`run_local`, :func:`run_ray`,
   :func:`run_shard`
-- estimators: :func:`difference_in_means`, :func:`estimate_influence`, :class:`InfluenceResult`
+- estimators: :func:`difference_in_means`, :func:`estimate_influence`, :class:`InfluenceResult`,
+  :func:`fit_ridge`, :func:`fit_lasso`, :func:`diagnose_store`
+- analyses: :func:`run_counterfactual`, :func:`project_labels`, :func:`debug_failures`,
+  :func:`find_leakage`
+- report: :func:`build_report`, :func:`write_experiment_report`
 """
 
+from .analysis import debug_failures, find_leakage, project_labels
 from .config import ExperimentConfig, load_config, parse_config
+from .counterfactual import run_counterfactual
 from .data import (
     LabeledImages,
     TransferData,
@@ -29,9 +35,17 @@ from .errors import (
     TrainingError,
     TransferInfluenceError,
 )
-from .estimators import InfluenceResult, difference_in_means, estimate_influence
+from .estimators import (
+    InfluenceResult,
+    diagnose_store,
+    difference_in_means,
+    estimate_influence,
+    fit_lasso,
+    fit_ridge,
+)
 from .models import TransferModel, build_model
 from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant
+from .report import build_report, write_experiment_report
 from .sweep import SweepPlan, SweepStore, run_local, run_ray, run_shard, subset_masks
 from .training import TrainRecipe, finetune_group, pretrain_group, transfer_fixed_feature
 
@@ -55,20 +69,29 @@ __all__ = [
     "TransferInfluenceError",
     "TransferModel",
     "build_model",
+    "build_report",
+    "debug_failures",
+    "diagnose_store",
     "difference_in_means",
     "estimate_influence",
     "fashion_digits_suite",
+    "find_leakage",
     "finetune_group",
+    "fit_lasso",
+    "fit_ridge",
     "load_config",
     "load_dataset",
     "output_variant",
     "parse_config",
     "planted_transfer_problem",
     "pretrain_group",
+    "project_labels",
+    "run_counterfactual",
     "run_local",
     "run_ray",
     "run_shard",
     "split_fashion_suite",
     "subset_masks",
     "transfer_fixed_feature",
+    "write_experiment_report",
 ]
