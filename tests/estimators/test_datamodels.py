@@ -15,9 +15,9 @@ from transfer_influence.estimators.datamodels import (
     linear_datamodeling_score,
     split_models,
 )
-from transfer_influence.outputs import TargetOutputs
 from transfer_influence.sweep.masks import subset_masks
-from transfer_influence.sweep.store import SweepStore
+
+from .conftest import random_store
 
 
 def _iid_problem(models, units, targets, seed=0, noise=1.0):
@@ -288,21 +288,9 @@ def test_bad_options_raise_data_error():
 # --------------------------------------------------------------------------- from a store
 @pytest.fixture
 def store(tmp_path):
-    models, units, targets, classes = 60, 8, 12, 3
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, classes, size=targets)
-    store = SweepStore.create(
-        tmp_path / "s.zarr", num_models=models, unit_names=[f"u{i}" for i in range(units)],
-        target_labels=labels, target_class_names=["a", "b", "c"], config_hash="h",
-        fingerprints={},
-    )
-    done = np.array([i for i in range(models) if i % 5 != 4])  # some models never finished
-    masks = subset_masks(0, done, units, 0.5)
     # The correct-class logit rises with the first two units: a learnable signal.
-    logits = rng.normal(size=(done.size, targets, classes)).astype(np.float32)
-    logits[:, np.arange(targets), labels] += 2.0 * masks[:, :2].sum(axis=1, keepdims=True)
-    store.write_models(done, masks, TargetOutputs.from_logits(logits, labels))
-    return store
+    return random_store(tmp_path / "s.zarr", models=60, units=8, targets=12, unfinished_every=5,
+                        correct_boost=lambda masks: 2.0 * masks[:, :2].sum(axis=1, keepdims=True))
 
 
 @pytest.mark.parametrize("method", ["ridge", "lasso"])

@@ -24,6 +24,8 @@ from transfer_influence.outputs import TargetOutputs
 from transfer_influence.sweep.masks import subset_masks
 from transfer_influence.sweep.store import SweepStore
 
+from .conftest import random_store
+
 
 def synthetic(models, units, targets, classes, effects, noise, seed=0):
     """Masks from ``subset_masks`` (alpha 0.5) and linear outputs
@@ -191,19 +193,9 @@ MODELS, UNITS, TARGETS, CLASSES = 48, 6, 10, 3
 
 @pytest.fixture
 def store(tmp_path):
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, CLASSES, size=TARGETS)
-    store = SweepStore.create(
-        tmp_path / "s.zarr", num_models=MODELS, unit_names=[f"u{i}" for i in range(UNITS)],
-        target_labels=labels, target_class_names=["a", "b", "c"], config_hash="h",
-        fingerprints={},
-    )
-    done = np.array([i for i in range(MODELS) if i % 5 != 4])  # some models never finished
-    masks = subset_masks(0, done, UNITS, 0.5)
-    logits = rng.normal(size=(done.size, TARGETS, CLASSES)).astype(np.float32)
-    logits[np.arange(done.size)[:, None], np.arange(TARGETS), labels] += 1.5 * masks[:, :1]
-    store.write_models(done, masks, TargetOutputs.from_logits(logits, labels))
-    return store
+    return random_store(tmp_path / "s.zarr", models=MODELS, units=UNITS, targets=TARGETS,
+                        classes=CLASSES, unfinished_every=5,
+                        correct_boost=lambda masks: 1.5 * masks[:, :1])
 
 
 def test_store_and_arrays_give_the_same_diagnostics(store):

@@ -10,26 +10,17 @@ from transfer_influence.estimators import (
     estimate_influence,
     fit_datamodels,
 )
-from transfer_influence.outputs import OUTPUT_VARIANTS, TargetOutputs
-from transfer_influence.sweep.masks import subset_masks
+from transfer_influence.outputs import OUTPUT_VARIANTS
 from transfer_influence.sweep.store import SweepStore
+
+from .conftest import random_store
 
 MODELS, UNITS, TARGETS, CLASSES = 30, 6, 8, 3
 
 
 def _store(tmp_path, models: int = MODELS):
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, CLASSES, size=TARGETS)
-    store = SweepStore.create(
-        tmp_path / "s.zarr", num_models=models, unit_names=[f"u{i}" for i in range(UNITS)],
-        target_labels=labels, target_class_names=["a", "b", "c"], config_hash="h",
-        fingerprints={},
-    )
-    logits = rng.normal(size=(models, TARGETS, CLASSES)).astype(np.float32)
-    done = np.array([i for i in range(models) if i % 4 != 3])  # some models never finished
-    store.write_models(done, subset_masks(0, done, UNITS, 0.5),
-                       TargetOutputs.from_logits(logits[done], labels))
-    return store
+    return random_store(tmp_path / "s.zarr", models=models, units=UNITS, targets=TARGETS,
+                        classes=CLASSES, unfinished_every=4)
 
 
 @pytest.fixture

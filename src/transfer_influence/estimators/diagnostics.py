@@ -63,7 +63,7 @@ from ..errors import DataError, StoreError
 from ..outputs import OutputVariant
 from ..sweep.masks import subset_masks
 from ..sweep.store import SweepStore
-from .difference_in_means import DEFAULT_CHUNK_MODELS, DifferenceInMeans
+from .difference_in_means import DEFAULT_CHUNK_MODELS, DifferenceInMeans, check_masks_outputs
 
 Side = Literal["helpful", "harmful", "abs"]
 SIDES: tuple[Side, ...] = ("helpful", "harmful", "abs")
@@ -172,16 +172,9 @@ class SweepSource:
         read from a store give the same diagnostics as the store when given the store's
         indices. ``target_class_names`` defaults to the labels as strings.
         """
-        masks = np.asarray(masks)
-        outputs = np.asarray(outputs, dtype=np.float64)
+        masks, outputs = check_masks_outputs(masks, outputs)
+        outputs = outputs.astype(np.float64, copy=False)
         labels = np.asarray(target_labels)
-        if masks.ndim != 2 or outputs.ndim != 2 or masks.shape[0] != outputs.shape[0]:
-            raise DataError(
-                f"masks [models, units] and outputs [models, targets] must be 2-D with the same"
-                f" number of models; got masks {masks.shape} and outputs {outputs.shape}."
-            )
-        if masks.dtype != bool:
-            raise DataError(f"masks must be bool (True = unit kept), got dtype {masks.dtype}.")
         if masks.shape[0] == 0:
             raise DataError("no models given; diagnostics need the masks and outputs of models.")
         if not np.isfinite(outputs).all():
