@@ -92,7 +92,7 @@ def main() -> None:
                         "for mlp, 32 for small_cnn; the quickstart uses an mlp of width 32)")
     parser.add_argument("--depth", type=int, default=None, help="mlp hidden layers (default 2)")
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--strategy", default="auto", choices=["auto", "loop", "vmap"])
+    parser.add_argument("--strategy", default="auto", choices=["auto", "loop", "vmap", "bmm"])
     parser.add_argument("--epochs", type=float, default=None)
     parser.add_argument("--repeats", type=int, default=2, help="best of this many runs each")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table")

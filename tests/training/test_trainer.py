@@ -48,8 +48,8 @@ def test_subset_sizes_differ(source):
     assert len({RECIPE.total_steps(n) for n in sizes}) == 3
 
 
-@pytest.mark.parametrize("name", ["mlp", "small_cnn"])
-@pytest.mark.parametrize("strategy", ["loop", "vmap"])
+@pytest.mark.parametrize(("name", "strategy"), [("mlp", "loop"), ("mlp", "vmap"), ("mlp", "bmm"),
+                                               ("small_cnn", "loop"), ("small_cnn", "vmap")])
 def test_group_equals_alone(source, name, strategy):
     group = train_group(builder(name), source, MASKS, unit="class", seeds=SEEDS, recipe=RECIPE,
                         strategy=strategy)
@@ -57,6 +57,19 @@ def test_group_equals_alone(source, name, strategy):
         alone = train_group(builder(name), source, MASKS[g:g + 1], unit="class",
                             seeds=SEEDS[g:g + 1], recipe=RECIPE, strategy="loop")[0]
         torch.testing.assert_close(flat(group[g]), flat(alone), rtol=1e-5, atol=1e-5)
+
+
+def test_bmm_matches_loop_without_smoothing_at_depth_two(source):
+    recipe = RECIPE.model_copy(update={"label_smoothing": 0.0})
+
+    def build():
+        return build_model("mlp", in_channels=1, image_size=8, num_classes=5, width=16, depth=2)
+
+    kwargs = {"unit": "class", "seeds": SEEDS[:2], "recipe": recipe}
+    looped = train_group(build, source, MASKS[:2], strategy="loop", **kwargs)
+    batched = train_group(build, source, MASKS[:2], strategy="bmm", **kwargs)
+    for a, b in zip(looped, batched):
+        torch.testing.assert_close(flat(a), flat(b), rtol=1e-5, atol=1e-5)
 
 
 def test_vmap_matches_torch_sgd_without_momentum_or_decay(source):
@@ -156,7 +169,10 @@ def test_auto_strategy():
     small_mlp = build_model("mlp", in_channels=1, image_size=28, num_classes=20, width=32, depth=1)
     big_mlp = build_model("mlp", in_channels=1, image_size=28, num_classes=20, width=512)
     cnn = build_model("small_cnn", in_channels=1, image_size=28, num_classes=20, width=8)
-    assert choose_strategy("auto", cpu, small_mlp) == "vmap"  # overhead-bound: batching wins
+    assert choose_strategy("auto", cpu, small_mlp) == "bmm"  # overhead-bound: batching wins
+    assert choose_strategy("auto", cpu, small_mlp, objective=lambda *a: 0) == "vmap"
+    with pytest.raises(TrainingError, match="'bmm' needs a plain MLP"):
+        choose_strategy("bmm", cpu, cnn)
     assert choose_strategy("auto", cpu, big_mlp) == "loop"
     assert choose_strategy("auto", cpu, cnn) == "loop"
     assert choose_strategy("auto", cuda, cnn) == "vmap"

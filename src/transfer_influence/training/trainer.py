@@ -18,23 +18,29 @@ Hence a model trained inside a group equals the same model trained alone, whiche
 share its group (the DESIGN rule: results never depend on scheduling). Steps per epoch taken from
 the group's largest subset were rejected because they would make a model depend on its group.
 
-Two strategies compute the same thing:
+Three strategies compute the same thing:
 
 - ``loop``: one model after another with ``torch.optim.SGD`` (the plain PyTorch way);
 - ``vmap``: parameters stacked with ``torch.func.stack_module_state``, per-model gradients from
   ``vmap(grad_and_value(functional_call ...))``, and SGD with momentum and weight decay applied
   by hand to the stacked tensors exactly as ``torch.optim.SGD`` does it
-  (``d = g + wd * p; buf = momentum * buf + d; p -= lr * buf``, with ``buf = d`` on step one).
+  (``d = g + wd * p; buf = momentum * buf + d; p -= lr * buf``, with ``buf = d`` on step one);
+- ``bmm``: for plain MLPs under the default cross-entropy, the forward and backward passes
+  written out as batched matrix products over the stacked weights (no autograd), with the same
+  SGD update as ``vmap``.
 
-``auto`` picks ``vmap`` on CUDA. On CPU it picks ``vmap`` for small convolution-free models
-(at most ``SMALL_MODEL_PARAMETERS`` parameters, where per-step overhead, not arithmetic, bounds
-the loop) and ``loop`` otherwise. Measured on a 2-core CPU (torch 2.13,
-``benchmarks/ensemble_throughput.py --quick``, 8 models, one run, idle machine):
+``auto`` picks ``vmap`` on CUDA. On CPU it batches small convolution-free models (at most
+``SMALL_MODEL_PARAMETERS`` parameters, where per-step overhead, not arithmetic, bounds the loop):
+``bmm`` for plain MLPs with the default objective, ``vmap`` for the others; ``loop`` otherwise.
+Measured on a 2-core CPU (torch 2.13, ``benchmarks/ensemble_throughput.py --quick``, one run
+each, idle machine), speed against the plain one-model loop:
 
-- MLP 784-512-512-20, batch 256: loop ~140-154 GFLOP/s (65-74% of matmul peak), vmap ~130;
-- MLP 784-256-20, batch 64: loop 0.90x, vmap 0.87x of the plain loop (a tie);
+- MLP 784-512-512-20, batch 256, 8 models: loop ~118-154 GFLOP/s (65-74% of matmul peak),
+  vmap ~130;
+- MLP 784-256-20, batch 64: loop 0.90x, vmap 0.87x (a tie);
 - MLP 784-128-20, batch 64: loop 1.04x, vmap 1.22x;
-- MLP 784-32-20 (the quickstart's), batch 64: loop 0.96x, vmap 1.88x;
+- MLP 784-32-20 (the quickstart's), batch 64, 64 models: vmap 2.9x, bmm 3.7x (22% of peak:
+  gathering the batch and element-wise updates take over half of each step);
 - small CNN: vmapped convolutions 2-3x slower than the loop.
 """
 
@@ -58,7 +64,7 @@ from .objectives import Objective, cross_entropy_objective
 from .preprocess import to_inputs
 from .recipe import TrainRecipe
 
-Strategy = Literal["auto", "vmap", "loop"]
+Strategy = Literal["auto", "vmap", "loop", "bmm"]
 Unit = Literal["class", "example"]
 
 _CHECK_EVERY = 50  # steps between divergence checks (each check synchronises a GPU)
@@ -166,20 +172,41 @@ def pretrain_group(
 SMALL_MODEL_PARAMETERS = 150_000
 
 
-def choose_strategy(strategy: Strategy, device: torch.device, model: torch.nn.Module
-                    ) -> Literal["vmap", "loop"]:
-    """Resolve ``auto`` (see module docstring): ``vmap`` on CUDA and, on CPU, for a small model
-    without convolutions; ``loop`` otherwise. The choice depends only on the model and device, so
-    results stay a pure function of the configuration."""
-    if strategy not in ("auto", "vmap", "loop"):
-        raise TrainingError(f"strategy must be 'auto', 'vmap' or 'loop', got {strategy!r}.")
+def mlp_layers(model: TransferModel) -> list[torch.nn.Linear] | None:
+    """The linear layers of a plain MLP (``Flatten``, then ``Linear`` + ``ReLU`` blocks, then a
+    linear head), in order, or None for any other architecture."""
+    backbone = list(model.backbone.children())
+    if not backbone or not isinstance(backbone[0], torch.nn.Flatten):
+        return None
+    blocks = backbone[1:]
+    pairs = list(zip(blocks[::2], blocks[1::2]))
+    if len(blocks) % 2 or not all(isinstance(a, torch.nn.Linear) and isinstance(b, torch.nn.ReLU)
+                                  for a, b in pairs):
+        return None
+    return [a for a, _ in pairs] + [model.head]
+
+
+def choose_strategy(strategy: Strategy, device: torch.device, model: TransferModel,
+                    objective: Objective | None = None) -> Literal["vmap", "loop", "bmm"]:
+    """Resolve ``auto`` (see module docstring): ``vmap`` on CUDA; on CPU, for a small model
+    without convolutions, ``bmm`` when it is a plain MLP trained with the default cross-entropy
+    objective and ``vmap`` otherwise; ``loop`` for the rest. The choice depends only on the
+    model, objective and device, so results stay a pure function of the configuration."""
+    if strategy not in ("auto", "vmap", "loop", "bmm"):
+        raise TrainingError(f"strategy must be 'auto', 'vmap', 'loop' or 'bmm', got {strategy!r}.")
+    hand_batchable = objective is None and mlp_layers(model) is not None
+    if strategy == "bmm" and not hand_batchable:
+        raise TrainingError("strategy 'bmm' needs a plain MLP (model name 'mlp') and the default"
+                            " cross-entropy objective; use 'vmap' or 'loop' for this model.")
     if strategy != "auto":
         return strategy
     if device.type == "cuda":
         return "vmap"
     small = sum(p.numel() for p in model.parameters()) <= SMALL_MODEL_PARAMETERS
     convolutional = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
-    return "vmap" if small and not convolutional else "loop"
+    if not small or convolutional:
+        return "loop"
+    return "bmm" if hand_batchable else "vmap"
 
 
 class _IndexStream:
@@ -247,12 +274,15 @@ def fit_models(
             " give one of each per model (and at least one model)."
         )
     device = torch.device(device)
+    chosen = choose_strategy(strategy, device, models[0], objective)
     objective = objective or cross_entropy_objective(recipe.label_smoothing)
     batcher = _Batcher(data, recipe, device)
     streams = [_IndexStream(s, g, recipe.batch_size) for s, g in zip(subsets, generators)]
     sizes = [len(s) for s in subsets]
     models = [m.to(device).train() for m in models]
-    if choose_strategy(strategy, device, models[0]) == "vmap":
+    if chosen == "bmm":
+        _fit_bmm(models, streams, batcher, sizes, recipe, progress)
+    elif chosen == "vmap":
         _fit_vmap(models, streams, batcher, sizes, recipe, objective, progress)
     else:
         for g, (model, stream, n) in enumerate(zip(models, streams, sizes)):
@@ -341,6 +371,51 @@ def _fit_vmap(models: list[TransferModel], streams: list[_IndexStream], batcher:
         for g, model in enumerate(models):
             for name, p in model.named_parameters():
                 p.copy_(params[name][g])
+
+
+def _fit_bmm(models: list[TransferModel], streams: list[_IndexStream], batcher: _Batcher,
+             sizes: list[int], recipe: TrainRecipe, progress: bool) -> None:
+    """Train plain MLPs together with hand-written batched forward and backward passes
+    (``torch.baddbmm`` over the stacked weights ``[G, out, in]``) under mean cross-entropy with
+    ``recipe.label_smoothing``, and the same SGD update as ``vmap``. Computes the gradients
+    autograd would, without its per-step overhead, which dominates small MLPs on a CPU."""
+    layers = [mlp_layers(model) for model in models]
+    params: list[torch.Tensor] = []
+    for i in range(len(layers[0])):
+        params += [torch.stack([ls[i].weight.detach() for ls in layers]),
+                   torch.stack([ls[i].bias.detach() for ls in layers])]
+    momentum = [torch.zeros_like(p) for p in params]
+    totals = [recipe.total_steps(n) for n in sizes]
+    smoothing = recipe.label_smoothing
+    for step in tqdm(range(max(totals)), desc=f"{len(models)} models", disable=not progress):
+        xs, ys = batcher(streams)
+        lrs = [recipe.learning_rate(step, n) if step < t else 0.0 for n, t in zip(sizes, totals)]
+        activations = [xs.flatten(2)]  # [G, B, features] entering each layer
+        for w, b in zip(params[:-2:2], params[1:-2:2]):
+            activations.append(torch.relu(torch.baddbmm(b.unsqueeze(1), activations[-1],
+                                                        w.transpose(1, 2))))
+        logits = torch.baddbmm(params[-1].unsqueeze(1), activations[-1], params[-2].transpose(1, 2))
+        log_p = torch.log_softmax(logits, dim=2)
+        target = torch.full_like(log_p, smoothing / log_p.shape[2])
+        target.scatter_add_(2, ys.unsqueeze(2), torch.full_like(log_p[..., :1], 1.0 - smoothing))
+        loss = -(target * log_p).sum(2).mean(1)  # [G]
+        delta = (log_p.exp() - target) / ys.shape[1]  # d loss / d logits
+        grads: list[torch.Tensor] = []
+        for layer in range(len(params) // 2 - 1, -1, -1):
+            inputs = activations[layer]
+            grads = [torch.bmm(delta.transpose(1, 2), inputs), delta.sum(1)] + grads
+            if layer:
+                delta = torch.bmm(delta, params[2 * layer]) * (inputs > 0)
+        with torch.no_grad():
+            _sgd_update(params, grads, momentum, lrs, recipe)
+        if step % _CHECK_EVERY == 0 or step == max(totals) - 1:
+            active = torch.tensor([step < t for t in totals], device=loss.device)
+            _check_finite(torch.where(active, loss, 0.0), step)
+    with torch.no_grad():
+        for g, ls in enumerate(layers):
+            for i, layer in enumerate(ls):
+                layer.weight.copy_(params[2 * i][g])
+                layer.bias.copy_(params[2 * i + 1][g])
 
 
 def _sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor],
