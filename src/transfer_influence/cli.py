@@ -55,6 +55,8 @@ F = TypeVar("F", bound=Callable[..., object])
 
 ConfigArg = Annotated[Path, typer.Argument(help="experiment TOML (see examples/)")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+RunnerOpt = Annotated[str, typer.Option(help="local (in-process) or ray")]
+AddressOpt = Annotated[str | None, typer.Option(help="Ray cluster address (with --runner ray)")]
 VariantOpt = Annotated[
     str, typer.Option(help=f"output variant: {', '.join(OUTPUT_VARIANTS)}")
 ]
@@ -81,6 +83,13 @@ def _check_variant(variant: str) -> None:
     if variant not in OUTPUT_VARIANTS:
         raise typer.BadParameter(f"{variant!r}; choose one of {', '.join(OUTPUT_VARIANTS)}",
                                  param_hint="--variant")
+
+
+def _check_runner(runner: str, address: str | None) -> None:
+    if runner not in ("local", "ray"):
+        raise typer.BadParameter(f"{runner!r}; choose local or ray", param_hint="--runner")
+    if runner == "local" and address is not None:
+        raise typer.BadParameter("--address only applies to --runner ray")
 
 
 def _check_method(method: str) -> None:
@@ -118,20 +127,17 @@ def _influence(config: ExperimentConfig, variant: str, store: SweepStore | None 
 @_friendly_errors
 def run(
     config: ConfigArg,
-    runner: Annotated[str, typer.Option(help="local (in-process) or ray")] = "local",
-    address: Annotated[str | None, typer.Option(help="Ray cluster address")] = None,
+    runner: RunnerOpt = "local",
+    address: AddressOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Run (or resume) the sweep: pretrain and transfer every missing model."""
+    _check_runner(runner, address)
     experiment = load_config(config)
     if runner == "local":
-        if address is not None:
-            raise typer.BadParameter("--address only applies to --runner ray")
         store = run_local(experiment, quiet=quiet)
-    elif runner == "ray":
-        store = run_ray(experiment, address=address, quiet=quiet)
     else:
-        raise typer.BadParameter(f"{runner!r}; choose local or ray", param_hint="--runner")
+        store = run_ray(experiment, address=address, quiet=quiet)
     done, total = store.status()
     console.print(f"{done}/{total} models complete in {store.path}")
 
@@ -356,12 +362,15 @@ def counterfactual(
         help="rank units and measure accuracy for this target class only")] = None,
     variant: VariantOpt = "prob_correct",
     method: MethodOpt = "dim",
+    runner: RunnerOpt = "local",
+    address: AddressOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Remove source units, retrain over seeds, and compare target accuracy with the baseline.
 
     Resumable: models already trained (for any command) are reused, a killed run continues.
     """
+    _check_runner(runner, address)
     strategy, classes = _parse_removal(remove)
     ks = _int_list(k, "--k")
     experiment = load_config(config)
@@ -370,7 +379,7 @@ def counterfactual(
                  if strategy in ("bottom", "top") else None)
     result = run_counterfactual(plan, strategy, ks, seeds,
                                 influence=influence, target_class=target_class,
-                                classes=classes, quiet=quiet)
+                                classes=classes, quiet=quiet, runner=runner, address=address)
     suffix = f"-{target_class}" if target_class else ""
     path = experiment.artifact_path(f"counterfactual-{strategy}{suffix}.json")
     result.save(path)
@@ -418,14 +427,18 @@ def debug(
     seeds: Annotated[int, typer.Option(help="models (seeds) per arm")] = 10,
     variant: VariantOpt = "prob_correct",
     method: MethodOpt = "dim",
+    runner: RunnerOpt = "local",
+    address: AddressOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Failure debugging: retrain without each failure's most harmful source unit."""
+    _check_runner(runner, address)
     experiment = load_config(config)
     chosen = None if examples is None else _int_list(examples, "--examples")
     plan = SweepPlan.from_config(experiment)
     failures = debug_failures(plan, _influence(experiment, variant, plan.read_store(), method),
-                              examples=chosen, count=count, seeds=seeds, quiet=quiet)
+                              examples=chosen, count=count, seeds=seeds, quiet=quiet,
+                              runner=runner, address=address)
     path = experiment.artifact_path("failures.json")
     save_failures(path, failures)
     table = Table(title=f"debugged failures ({seeds} seeds each)")

@@ -123,3 +123,25 @@ def test_counterfactual_resumes_after_sigkill(tmp_path, monkeypatch):
         np.testing.assert_array_equal(correct_per_seed(mine), correct_per_seed(other))
         np.testing.assert_array_equal(mine.read_outputs().logsumexp,
                                       other.read_outputs().logsumexp)
+
+
+def test_ray_runner_retrains_the_same_models(tmp_path):
+    ray = pytest.importorskip("ray")
+    arms = [baseline_arm(3), Arm("top", 1, ((2,),) * 3), Arm("culprit", 1, ((0,), (4,), (5,)))]
+    local_plan = SweepPlan.from_config(load_config(write_sweep_config(tmp_path, group_size=2)))
+    local = retrain(local_plan, arms, quiet=True)
+    (tmp_path / "ray").mkdir()
+    ray_plan = SweepPlan.from_config(load_config(write_sweep_config(tmp_path / "ray",
+                                                                    group_size=2)))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = retrain(ray_plan, arms, quiet=True, runner="ray")
+    finally:
+        ray.shutdown()
+    for a, b in zip(local, remote):
+        assert b.completed().all()
+        np.testing.assert_array_equal(a.read_masks(), b.read_masks())
+        np.testing.assert_array_equal(a.read_outputs().correct_logit,
+                                      b.read_outputs().correct_logit)
+    with pytest.raises(ConfigError, match="runner must be"):
+        retrain(ray_plan, arms, runner="slurm")

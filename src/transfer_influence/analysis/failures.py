@@ -80,13 +80,15 @@ def debug_failures(
     count: int = 3,
     seeds: int = 10,
     quiet: bool = False,
+    runner: str = "local",
+    address: str | None = None,
 ) -> list[FailureDebug]:
     """Debug target ``examples`` (default: ``count`` failures chosen by :func:`pick_failures`
     from a whole-source baseline of ``seeds`` models).
 
     Trains the baseline, then per example one arm without its most negative unit and one
     without a random other unit, ``seeds`` models each (resumable, see
-    :mod:`~transfer_influence.counterfactual.retrain`).
+    :mod:`~transfer_influence.counterfactual.retrain`; ``runner`` / ``address`` say where).
     """
     seeds = check_seeds(seeds)
     if list(influence.unit_names) != list(plan.unit_names):
@@ -94,7 +96,8 @@ def debug_failures(
                         " re-estimate it from this experiment's sweep.")
     scores = np.asarray(influence.influence)
     units, targets = scores.shape
-    base_store, = retrain(plan, [baseline_arm(seeds)], quiet=quiet)
+    train = {"quiet": quiet, "runner": runner, "address": address}
+    base_store, = retrain(plan, [baseline_arm(seeds)], **train)
     base_correct = correct_per_seed(base_store)
     if examples is None:
         examples = pick_failures(base_correct, scores, count)
@@ -106,7 +109,7 @@ def debug_failures(
     for t, culprit in zip(examples, culprits):
         arms += [Arm("culprit", 1, ((culprit,),) * seeds),
                  _random_other(units, culprit, int(t), seeds, plan.config.sweep.seed)]
-    stores = retrain(plan, arms, quiet=quiet)
+    stores = retrain(plan, arms, **train)
     predicted = base_store.read_outputs(np.arange(seeds)).predicted
     names = influence.target_class_names
     results = []

@@ -164,11 +164,14 @@ def run_counterfactual(
     target_class: str | None = None,
     classes: Sequence[str] = (),
     quiet: bool = False,
+    runner: str = "local",
+    address: str | None = None,
 ) -> CounterfactualResult:
     """Retrain (or resume) the baseline and every arm of ``strategy``, return accuracies.
 
     ``bottom``/``top`` rank units by ``influence`` -- overall, or for ``target_class`` when
     given, in which case accuracy is also measured on that class's test examples only.
+    ``runner`` / ``address``: where the models train (see :func:`.retrain.retrain`).
     """
     selection = target_selection(plan, target_class)
     scores = None
@@ -180,7 +183,7 @@ def run_counterfactual(
                   influence.per_class()[:, influence.target_class_names.index(target_class)])
     arms = build_arms(plan, strategy, ks, seeds, scores=scores, classes=classes)
     base = baseline_arm(check_seeds(seeds))
-    stores = retrain(plan, [base, *arms], quiet=quiet)
+    stores = retrain(plan, [base, *arms], quiet=quiet, runner=runner, address=address)
     correct = [correct_per_seed(store)[:, selection].mean(axis=1) for store in stores]
     names = plan.unit_names
     ranking = ("none" if influence is None else

@@ -6,7 +6,7 @@ Identical arms requested by different commands (the no-removal baseline of a cou
 of a failure-debugging run, or ``k = 5`` asked for twice) are therefore trained once, and a
 killed run resumes from the completed flags like a sweep does. Models of several arms are
 trained together in groups of the sweep's ``group_size``, so ``R`` seeds x several ``k`` form one
-batch where they fit.
+batch where they fit; groups run in this process or as Ray tasks.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..config import ExperimentConfig
+from ..errors import ConfigError
 from ..sweep.plan import SweepPlan
+from ..sweep.runners import ray_map, worker_plan
 from ..sweep.store import SweepStore
 from .arms import Arm, retrain_seed
 
@@ -54,25 +57,53 @@ def open_arm_store(plan: SweepPlan, arm: Arm) -> SweepStore:
     )
 
 
-def retrain(plan: SweepPlan, arms: Sequence[Arm], *, quiet: bool = False) -> list[SweepStore]:
+Pending = list[tuple[int, int]]
+"""Models still to train, as ``(arm position, seed r)`` pairs."""
+
+
+def _train_and_write(plan: SweepPlan, arms: Sequence[Arm], stores: Sequence[SweepStore],
+                     group: Pending) -> int:
+    """Train one group of ``(arm, r)`` models together and write each into its arm's store."""
+    masks = np.stack([arms[a].masks(len(plan.unit_names))[r] for a, r in group])
+    seeds = [retrain_seed(plan.config.sweep.seed, r) for _, r in group]
+    outputs = plan.train_models(masks, seeds)
+    which = np.array([a for a, _ in group])
+    for a in np.unique(which):
+        rows = np.flatnonzero(which == a)
+        stores[a].write_models([group[i][1] for i in rows], masks[rows], outputs.take(rows))
+    return len(group)
+
+
+def _ray_train_and_write(config: ExperimentConfig, arms: Sequence[Arm], group: Pending) -> int:
+    """A Ray task: rebuild the plan (once per worker), open the arms' stores, train one group."""
+    plan = worker_plan(config)
+    stores = [SweepStore.open(arm_store_path(plan, arm), config_hash=arm_hash(plan, arm))
+              for arm in arms]
+    return _train_and_write(plan, arms, stores, group)
+
+
+def retrain(plan: SweepPlan, arms: Sequence[Arm], *, quiet: bool = False,
+            runner: str = "local", address: str | None = None) -> list[SweepStore]:
     """Train every missing model of ``arms`` (pretrain on the kept units, transfer) and return
-    one completed store per arm, in the order of ``arms``."""
-    stores = [open_arm_store(plan, arm) for arm in arms]
-    num_units = len(plan.unit_names)
+    one completed store per arm, in the order of ``arms``.
+
+    ``runner="ray"`` sends each group to a Ray cluster (``address``, or a local one), like
+    ``transfer-influence run --runner ray``; the stores must be on storage every worker sees.
+    """
+    if runner not in ("local", "ray"):
+        raise ConfigError(f"runner must be 'local' or 'ray', got {runner!r}.")
+    stores = [open_arm_store(plan, arm) for arm in arms]  # created here, before any worker
     pending = [(a, int(r)) for a, store in enumerate(stores) for r in store.missing()]
-    total = sum(arm.seeds for arm in arms)
     size = plan.config.sweep.group_size
+    groups = [pending[start:start + size] for start in range(0, len(pending), size)]
+    total = sum(arm.seeds for arm in arms)
+    if runner == "ray":
+        ray_map(_ray_train_and_write, [(plan.config, list(arms), group) for group in groups],
+                address=address, num_cpus_per_task=1.0, quiet=quiet, total=total,
+                done=total - len(pending), desc="retrain (ray)")
+        return [SweepStore.open(store.path, config_hash=store.config_hash) for store in stores]
     with tqdm(total=total, initial=total - len(pending), unit="model", desc="retrain",
               dynamic_ncols=True, disable=quiet or not sys.stderr.isatty()) as bar:
-        for start in range(0, len(pending), size):
-            group = pending[start:start + size]
-            masks = np.stack([arms[a].masks(num_units)[r] for a, r in group])
-            seeds = [retrain_seed(plan.config.sweep.seed, r) for _, r in group]
-            outputs = plan.train_models(masks, seeds)
-            which = np.array([a for a, _ in group])
-            for a in np.unique(which):
-                rows = np.flatnonzero(which == a)
-                stores[a].write_models([group[i][1] for i in rows], masks[rows],
-                                       outputs.take(rows))
-            bar.update(len(group))
+        for group in groups:
+            bar.update(_train_and_write(plan, arms, stores, group))
     return stores

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -96,14 +96,45 @@ def run_shard(config: ExperimentConfig, shard: int, num_shards: int, *, quiet: b
 _WORKER_PLANS: dict[str, SweepPlan] = {}
 
 
-def _ray_train_group(config: ExperimentConfig, indices: np.ndarray) -> int:
-    """A Ray task: rebuild (once per worker process) the plan, train one group, write it."""
+def worker_plan(config: ExperimentConfig) -> SweepPlan:
+    """The experiment's plan, built once per worker process (loading data is the slow part)."""
     key = config.config_hash()
     if key not in _WORKER_PLANS:
         _WORKER_PLANS[key] = SweepPlan.from_config(config)
-    plan = _WORKER_PLANS[key]
+    return _WORKER_PLANS[key]
+
+
+def _ray_train_group(config: ExperimentConfig, indices: np.ndarray) -> int:
+    """A Ray task: train one group of the sweep and write it."""
+    plan = worker_plan(config)
     _train_and_write(plan, plan.open_store(create=False), indices)
     return len(indices)
+
+
+def ray_map(task: Callable[..., int], calls: Sequence[tuple], *, address: str | None,
+            num_cpus_per_task: float, quiet: bool, total: int, done: int, desc: str) -> None:
+    """Run ``task(*args)`` for every ``args`` in ``calls`` as Ray tasks and wait for all; each
+    task returns how many models it finished (for the progress bar). ``address`` joins an
+    existing cluster, otherwise a local one is started and shut down again."""
+    try:
+        import ray
+    except ImportError as error:
+        raise ConfigError("the Ray runner needs Ray: pip install 'transfer-influence[ray]'"
+                          ) from error
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
+                 logging_level=logging.WARNING)
+    try:
+        remote = ray.remote(num_cpus=num_cpus_per_task)(task)
+        pending = [remote.remote(*args) for args in calls]
+        with _progress(total, done, quiet, desc) as bar:
+            while pending:
+                ready, pending = ray.wait(pending, num_returns=1)
+                bar.update(ray.get(ready[0]))
+    finally:
+        if started_here:
+            ray.shutdown()
 
 
 def run_ray(config: ExperimentConfig, *, address: str | None = None,
@@ -114,27 +145,11 @@ def run_ray(config: ExperimentConfig, *, address: str | None = None,
     Every worker must see the store path (a shared file system or an fsspec URL such as
     ``s3://``) and the data (``TRANSFER_INFLUENCE_DATA``).
     """
-    try:
-        import ray
-    except ImportError as error:
-        raise ConfigError("the Ray runner needs Ray: pip install 'transfer-influence[ray]'"
-                          ) from error
     plan = SweepPlan.from_config(config)
     store = plan.open_store()  # created here, before any worker writes
     work = pending_work(plan, store)
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=not quiet,
-                 logging_level=logging.WARNING)
-    try:
-        task = ray.remote(num_cpus=num_cpus_per_task)(_ray_train_group)
-        pending = [task.remote(config, indices) for indices in work]
-        todo = sum(len(group) for group in work)
-        with _progress(store.num_models, store.num_models - todo, quiet, "sweep (ray)") as bar:
-            while pending:
-                ready, pending = ray.wait(pending, num_returns=1)
-                bar.update(ray.get(ready[0]))
-    finally:
-        if started_here:
-            ray.shutdown()
+    todo = sum(len(group) for group in work)
+    ray_map(_ray_train_group, [(config, indices) for indices in work], address=address,
+            num_cpus_per_task=num_cpus_per_task, quiet=quiet, total=store.num_models,
+            done=store.num_models - todo, desc="sweep (ray)")
     return SweepStore.open(store.path, config_hash=config.config_hash())
