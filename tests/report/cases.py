@@ -6,6 +6,7 @@ from functools import cache
 
 import numpy as np
 
+from transfer_influence.analysis import FailureDebug, LabelProjection
 from transfer_influence.data.images import LabeledImages
 from transfer_influence.data.synthetic import planted_transfer_problem
 from transfer_influence.estimators.result import InfluenceResult
@@ -14,8 +15,6 @@ from transfer_influence.report import (
     CounterfactualCurve,
     CounterfactualSection,
     DiagnosticsSection,
-    FailureSection,
-    ProjectionSection,
     ReportInputs,
 )
 
@@ -82,14 +81,14 @@ def planted_inputs(*, sections: bool, rename_harmful: str | None = None,
                                  (0.67, 0.62, 0.56), (0.73, 0.70, 0.66), 5)),
             baseline_mean=0.78, baseline_low=0.76, baseline_high=0.80),
         projections=[
-            ProjectionSection(0, target.class_names[0], target.class_names[1],
-                              ((source.class_names[truth.helpful_source_class], 0.04),
-                               (harmful, 0.01))),
-            ProjectionSection(60, target.class_names[1], None,
-                              ((source.class_names[0], 0.02),)),
+            LabelProjection(0, target.class_names[0], target.class_names[1],
+                            [(source.class_names[truth.helpful_source_class], 0.04),
+                             (harmful, 0.01)]),
+            LabelProjection(60, target.class_names[1], None, [(source.class_names[0], 0.02)]),
         ],
-        failures=[FailureSection(3, target.class_names[0], target.class_names[2], harmful,
-                                 -0.05, 10, 0.6, 0.1, baseline_correct=0.2)],
+        failures=[FailureDebug(3, target.class_names[0], target.class_names[2], harmful, -0.05,
+                               10, baseline_correct=0.2, fixed_by_removal=0.6,
+                               fixed_by_random=0.1)],
         diagnostics=DiagnosticsSection(
             {"held-out LDS": 0.41, "split-half agreement": 0.83, "knockoff FDR (top 5)": 0.1},
             ("estimates have converged: mean SE falls like 1/sqrt(models)",),

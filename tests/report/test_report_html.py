@@ -17,8 +17,6 @@ from transfer_influence.errors import DataError
 from transfer_influence.report import (
     CounterfactualCurve,
     CounterfactualSection,
-    FailureSection,
-    ProjectionSection,
     ReportInputs,
     build_report,
     render_report,
@@ -142,11 +140,11 @@ def test_inputs_are_checked_against_the_influence_result():
                      per_class_se=np.zeros(units))
     with pytest.raises(DataError, match=r"indices \[200\]"):
         ReportInputs("t", inputs.influence, inputs.source, inputs.target_test,
-                     projections=[ProjectionSection(200, "a", None, ())])
+                     projections=[LabelProjection(200, "a", None, [])])
     with pytest.raises(DataError, match="equal length"):
         CounterfactualCurve("c", (1, 2), (0.5,), (0.4,), (0.6,), 3)
     with pytest.raises(DataError, match=r"in \[0, 1\]"):
-        FailureSection(0, "a", "b", "c", -0.1, 5, 1.5, 0.0)
+        FailureDebug(0, "a", "b", "c", -0.1, 5, 0.0, 1.5, 0.0)
     with pytest.raises(DataError, match="top_k"):
         render_report(inputs, top_k=0)
 
@@ -169,10 +167,3 @@ def test_sections_convert_from_the_analysis_results():
     other = CounterfactualResult("top", "cat", 3, "r", _arm("baseline", 0, 0.7), [])
     with pytest.raises(DataError, match="different target classes"):
         CounterfactualSection.from_results([bottom, other])
-
-    projection = ProjectionSection.from_projection(
-        LabelProjection(4, "cat", None, [("dog", 0.2)]))
-    assert projection == ProjectionSection(4, "cat", None, (("dog", 0.2),))
-    failure = FailureSection.from_debug(FailureDebug(2, "cat", "dog", "wolf", -0.3, 10,
-                                                     0.1, 0.7, 0.2))
-    assert failure == FailureSection(2, "cat", "dog", "wolf", -0.3, 10, 0.7, 0.2, 0.1)

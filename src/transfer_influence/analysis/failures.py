@@ -44,6 +44,14 @@ class FailureDebug:
     fixed_by_removal: float
     fixed_by_random: float
 
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise DataError(f"failure of target example {self.target_index}: seeds must be >= 1.")
+        fractions = [self.baseline_correct, self.fixed_by_removal, self.fixed_by_random]
+        if not all(0.0 <= f <= 1.0 for f in fractions):
+            raise DataError(f"failure of target example {self.target_index}: fractions of seeds"
+                            f" must lie in [0, 1], got {fractions}.")
+
 
 def _random_other(num_units: int, culprit: int, target: int, seeds: int, sweep_seed: int
                   ) -> Arm:

@@ -18,8 +18,6 @@ from .inputs import (
     CounterfactualCurve,
     CounterfactualSection,
     DiagnosticsSection,
-    FailureSection,
-    ProjectionSection,
     ReportInputs,
 )
 
@@ -28,8 +26,6 @@ __all__ = [
     "CounterfactualCurve",
     "CounterfactualSection",
     "DiagnosticsSection",
-    "FailureSection",
-    "ProjectionSection",
     "ReportInputs",
     "build_report",
     "collect_report_inputs",

@@ -25,8 +25,6 @@ from .inputs import (
     ConvergenceSeries,
     CounterfactualSection,
     DiagnosticsSection,
-    FailureSection,
-    ProjectionSection,
     ReportInputs,
 )
 
@@ -100,8 +98,8 @@ def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: Influen
         summary=summary,
         config=config_path,
         counterfactual=counterfactual_section(config),
-        projections=[ProjectionSection.from_projection(p) for p in projections],
-        failures=None if failures is None else [FailureSection.from_debug(f) for f in failures],
+        projections=projections,
+        failures=failures,
         diagnostics=diagnostics_section(diagnostics),
         overall_se=None if diagnostics is None else np.asarray(diagnostics.se_overall),
         per_class_se=None if diagnostics is None else np.asarray(diagnostics.se_per_class),

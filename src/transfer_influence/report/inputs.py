@@ -121,61 +121,6 @@ class CounterfactualSection:
 
 
 @dataclass(frozen=True)
-class ProjectionSection:
-    """Label projection of one target test example: source units with their influence on it."""
-
-    target_index: int
-    true_class: str
-    predicted_class: str | None
-    sources: tuple[tuple[str, float], ...]
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "sources",
-                           tuple((str(name), float(score)) for name, score in self.sources))
-
-    @classmethod
-    def from_projection(cls, projection: LabelProjection) -> ProjectionSection:
-        """The report section of a :class:`~transfer_influence.analysis.LabelProjection`."""
-        return cls(projection.target_index, projection.true_class, projection.predicted_class,
-                   tuple(projection.sources))
-
-
-@dataclass(frozen=True)
-class FailureSection:
-    """One debugged failure: the most negative source unit (``culprit``) of a misclassified
-    target example, and the fractions of ``seeds`` retrained models that classify it correctly
-    without the culprit and without a random other unit (``baseline_correct``: with all units,
-    if known)."""
-
-    target_index: int
-    true_class: str
-    predicted_class: str
-    culprit: str
-    culprit_score: float
-    seeds: int
-    fixed_by_removal: float
-    fixed_by_random: float
-    baseline_correct: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise DataError(f"failure of target example {self.target_index}: seeds must be >= 1.")
-        fractions = [self.fixed_by_removal, self.fixed_by_random]
-        if self.baseline_correct is not None:
-            fractions.append(self.baseline_correct)
-        if not all(0.0 <= f <= 1.0 for f in fractions):
-            raise DataError(f"failure of target example {self.target_index}: fractions of seeds"
-                            f" must lie in [0, 1], got {fractions}.")
-
-    @classmethod
-    def from_debug(cls, debug: FailureDebug) -> FailureSection:
-        """The report section of a :class:`~transfer_influence.analysis.FailureDebug`."""
-        return cls(debug.target_index, debug.true_class, debug.predicted_class, debug.culprit,
-                   debug.culprit_score, debug.seeds, debug.fixed_by_removal,
-                   debug.fixed_by_random, debug.baseline_correct)
-
-
-@dataclass(frozen=True)
 class ConvergenceSeries:
     """Mean standard error of the influence estimates after the first ``models`` models."""
 
@@ -220,7 +165,8 @@ class ReportInputs:
         overall_se: ``[units]`` standard errors of ``influence.overall()`` (e.g. bootstrap),
             shown as ``±``.
         per_class_se: ``[units, target classes]`` standard errors of ``influence.per_class()``.
-        counterfactual, projections, failures, diagnostics: optional analysis sections.
+        counterfactual, diagnostics: optional analysis sections.
+        projections, failures: optional results of ``project_labels`` / ``debug_failures``.
     """
 
     title: str
@@ -232,8 +178,8 @@ class ReportInputs:
     overall_se: np.ndarray | None = None
     per_class_se: np.ndarray | None = None
     counterfactual: CounterfactualSection | None = None
-    projections: Sequence[ProjectionSection] | None = None
-    failures: Sequence[FailureSection] | None = None
+    projections: Sequence[LabelProjection] | None = None
+    failures: Sequence[FailureDebug] | None = None
     diagnostics: DiagnosticsSection | None = None
 
     def __post_init__(self) -> None:
