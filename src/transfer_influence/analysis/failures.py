@@ -9,18 +9,17 @@ reports the example fixed in 61.5% of 20 runs (Jain et al. 2022, section 5.2).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_open
+from ..atomic import read_json, write_json
 from ..counterfactual.arms import Arm, baseline_arm, check_seeds
 from ..counterfactual.experiment import correct_per_seed
 from ..counterfactual.retrain import retrain
-from ..errors import DataError, StoreError
+from ..errors import DataError
 from ..estimators.result import InfluenceResult
 from ..sweep.plan import SweepPlan
 
@@ -141,14 +140,10 @@ def debug_failures(
 
 def save_failures(path: str | Path, failures: Sequence[FailureDebug]) -> None:
     """Write debugged failures as JSON, atomically."""
-    with atomic_open(path) as file:
-        json.dump([asdict(f) for f in failures], file, indent=1)
+    write_json(path, [asdict(f) for f in failures])
 
 
 def load_failures(path: str | Path) -> list[FailureDebug]:
     """Read failures written by :func:`save_failures`."""
-    try:
-        return [FailureDebug(**item) for item in json.loads(Path(path).read_text())]
-    except (OSError, ValueError, TypeError) as error:
-        raise StoreError(f"cannot read debugged failures from {path} ({error}); rerun"
-                         " transfer-influence debug.") from error
+    return read_json(path, lambda raw: [FailureDebug(**item) for item in raw],
+                     what="debugged failures", command="debug")

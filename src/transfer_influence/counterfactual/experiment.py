@@ -10,7 +10,6 @@ every arm shares its initialisation, so the difference is computed seed by seed)
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from ..atomic import atomic_open
-from ..errors import ConfigError, StoreError
+from ..atomic import read_json, write_json
+from ..errors import ConfigError
 from ..estimators.result import InfluenceResult
 from ..sweep.plan import SweepPlan
 from ..sweep.store import SweepStore
@@ -90,19 +89,16 @@ class CounterfactualResult:
 
     def save(self, path: str | Path) -> None:
         """Write JSON atomically (temporary file renamed into place)."""
-        with atomic_open(path) as file:
-            json.dump(asdict(self), file, indent=1)
+        write_json(path, asdict(self))
 
     @classmethod
     def load(cls, path: str | Path) -> CounterfactualResult:
         """Read a result written by :meth:`save`."""
-        try:
-            raw = json.loads(Path(path).read_text())
+        def build(raw: dict) -> CounterfactualResult:
             return cls(**{**raw, "baseline": ArmResult(**raw["baseline"]),
                           "arms": [ArmResult(**arm) for arm in raw["arms"]]})
-        except (OSError, ValueError, TypeError, KeyError) as error:
-            raise StoreError(f"cannot read a counterfactual result from {path} ({error}); rerun"
-                             " transfer-influence counterfactual.") from error
+
+        return read_json(path, build, what="a counterfactual result", command="counterfactual")
 
 
 def target_selection(plan: SweepPlan, target_class: str | None) -> np.ndarray:

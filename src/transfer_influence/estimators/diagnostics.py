@@ -48,7 +48,6 @@ adds :func:`bootstrap_se`: ``B`` more passes over the models and about ``6 U T``
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -58,7 +57,7 @@ from typing import Literal, NamedTuple, Protocol
 import numpy as np
 from scipy.stats import spearmanr
 
-from ..atomic import atomic_open
+from ..atomic import read_json, write_json
 from ..errors import DataError, StoreError
 from ..outputs import OutputVariant
 from ..sweep.masks import subset_masks
@@ -1098,30 +1097,19 @@ class DiagnosticsSummary:
 
     def save(self, path: str | Path) -> None:
         """Write JSON atomically (NaN written as null)."""
-        def finite_or_none(value: object) -> object:
-            if isinstance(value, float) and not math.isfinite(value):
-                return None
-            if isinstance(value, list):
-                return [finite_or_none(v) for v in value]
-            if isinstance(value, dict):
-                return {k: finite_or_none(v) for k, v in value.items()}
-            return value
-
-        with atomic_open(path) as file:
-            json.dump(finite_or_none(dataclasses.asdict(self)), file, indent=1)
+        write_json(path, dataclasses.asdict(self))
 
     @classmethod
     def load(cls, path: str | Path) -> DiagnosticsSummary:
         """Read a summary written by :meth:`save` (nulls back to NaN)."""
-        try:
-            raw = json.loads(Path(path).read_text())
-            nan = math.nan
-            raw["metrics"] = {k: nan if v is None else v for k, v in raw["metrics"].items()}
+        def build(raw: dict) -> DiagnosticsSummary:
+            def nan(v: float | None) -> float:
+                return math.nan if v is None else v
+
+            raw["metrics"] = {k: nan(v) for k, v in raw["metrics"].items()}
             for key in ("convergence_mean_se", "se_overall"):
-                raw[key] = [nan if v is None else v for v in raw[key]]
-            raw["se_per_class"] = [[nan if v is None else v for v in row]
-                                   for row in raw["se_per_class"]]
+                raw[key] = [nan(v) for v in raw[key]]
+            raw["se_per_class"] = [[nan(v) for v in row] for row in raw["se_per_class"]]
             return cls(**raw)
-        except (OSError, ValueError, TypeError, KeyError) as error:
-            raise StoreError(f"cannot read diagnostics from {path} ({error}); rerun"
-                             " transfer-influence diagnose.") from error
+
+        return read_json(path, build, what="diagnostics", command="diagnose")

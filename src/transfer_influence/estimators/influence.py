@@ -35,20 +35,31 @@ def estimate_influence(
     if method not in METHODS:
         raise DataError(f"unknown estimation method {method!r}; choose one of"
                         f" {', '.join(METHODS)}.")
-    accumulator = DifferenceInMeans()
-    for chunk in store.iter_completed_chunks(chunk_models):
-        accumulator.update(chunk.masks, chunk.outputs.variant(variant))
-    if accumulator.num_models == 0:
-        raise StoreError(
-            f"no completed models in {store.path}; run (or resume) the sweep before estimating."
-        )
-    common = {"unit_names": store.unit_names, "target_labels": store.target_labels,
-              "target_class_names": store.target_class_names, "variant": variant,
-              "num_models": accumulator.num_models, "counts_with": accumulator.counts_with,
-              "counts_without": accumulator.counts_without}
     if method == "dim":
-        return InfluenceResult(influence=accumulator.result(), **common)
+        accumulator = DifferenceInMeans()
+        for chunk in store.iter_completed_chunks(chunk_models):
+            accumulator.update(chunk.masks, chunk.outputs.variant(variant))
+        if accumulator.num_models == 0:
+            raise _no_models(store)
+        return InfluenceResult(
+            influence=accumulator.result(), unit_names=store.unit_names,
+            target_labels=store.target_labels, target_class_names=store.target_class_names,
+            variant=variant, num_models=accumulator.num_models,
+            counts_with=accumulator.counts_with, counts_without=accumulator.counts_without)
+    masks = store.read_masks()  # the counts need only the masks; datamodels read the outputs
+    if masks.shape[0] == 0:
+        raise _no_models(store)
+    counts_with = masks.sum(axis=0).astype(np.int64)
     datamodels = fit_datamodels(store, variant, method, seed=seed)  # type: ignore[arg-type]
     lds = None if np.isnan(datamodels.lds) else float(datamodels.lds)
-    return InfluenceResult(influence=datamodels.weights, method=method, heldout_lds=lds,
-                           **common)
+    return InfluenceResult(
+        influence=datamodels.weights, unit_names=store.unit_names,
+        target_labels=store.target_labels, target_class_names=store.target_class_names,
+        variant=variant, num_models=masks.shape[0], counts_with=counts_with,
+        counts_without=masks.shape[0] - counts_with, method=method, heldout_lds=lds)
+
+
+def _no_models(store: SweepStore) -> StoreError:
+    return StoreError(
+        f"no completed models in {store.path}; run (or resume) the sweep before estimating."
+    )

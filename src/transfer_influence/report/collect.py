@@ -32,9 +32,8 @@ from .inputs import (
 def counterfactual_section(config: ExperimentConfig) -> CounterfactualSection | None:
     """The saved counterfactual results measured on all target classes (one curve per removal
     strategy), or None when there are none."""
-    folder = config.artifact_path("x").parent
-    pattern = config.artifact_path("counterfactual-*.json").name
-    results = [CounterfactualResult.load(path) for path in sorted(folder.glob(pattern))]
+    pattern = config.artifact_path("counterfactual-*.json")
+    results = [CounterfactualResult.load(path) for path in sorted(pattern.parent.glob(pattern.name))]
     overall = [result for result in results if result.target_class is None]
     return CounterfactualSection.from_results(overall) if overall else None
 
