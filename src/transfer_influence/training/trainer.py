@@ -53,6 +53,7 @@ from typing import Literal
 import numpy as np
 import torch
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from torch.optim.sgd import sgd
 from tqdm.auto import tqdm
 
 from ..data.images import LabeledImages
@@ -68,6 +69,7 @@ Strategy = Literal["auto", "vmap", "loop", "bmm"]
 Unit = Literal["class", "example"]
 
 _CHECK_EVERY = 50  # steps between divergence checks (each check synchronises a GPU)
+_CONVERT_ROWS = 1024  # images converted per chunk when caching a float copy
 
 
 def subset_indices(data: LabeledImages, masks: np.ndarray, unit: Unit) -> list[np.ndarray]:
@@ -213,44 +215,69 @@ class _IndexStream:
     """One model's example indices as endless full-size batches of successive permutations."""
 
     def __init__(self, indices: np.ndarray, generator: torch.Generator, batch_size: int) -> None:
-        self.indices = torch.from_numpy(indices)
+        self.indices = indices
         self.generator = generator
         self.batch_size = batch_size
-        self._perm = self.indices[:0]
+        self._perm = indices[:0]
         self._pos = 0
 
-    def next(self) -> torch.Tensor:
+    def next(self) -> np.ndarray:
         """The next ``batch_size`` example indices (a batch may straddle two permutations)."""
         parts, need = [], self.batch_size
         while need:
             if self._pos == len(self._perm):
-                order = torch.randperm(len(self.indices), generator=self.generator)
+                order = torch.randperm(len(self.indices), generator=self.generator).numpy()
                 self._perm, self._pos = self.indices[order], 0
             take = min(need, len(self._perm) - self._pos)
             parts.append(self._perm[self._pos:self._pos + take])
             self._pos += take
             need -= take
-        return torch.cat(parts)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+FLOAT_CACHE_BYTES = 1 << 30
 
 
 class _Batcher:
-    """Images (uint8) and labels moved once to the device; turns index batches into inputs."""
+    """The training images on the device, turning index batches into model inputs.
+
+    On CPU, a training set whose float32 copy fits in ``FLOAT_CACHE_BYTES`` is converted and
+    normalised once, so a batch is a single row gather: for the small models batched training
+    is for, converting and normalising every batch cost as much as the model's own matmuls.
+    Otherwise (and on GPUs, where memory is scarcer and element-wise work cheap) images stay
+    uint8 and each batch is converted after gathering; both give bit-identical inputs.
+    """
 
     def __init__(self, data: LabeledImages, recipe: TrainRecipe, device: torch.device) -> None:
         self.device = device
-        self.images = torch.as_tensor(np.array(data.images), device=device)
-        self.labels = torch.as_tensor(np.array(data.labels), device=device)
+        self.image_shape = data.image_shape
         self.normalization = recipe.normalization
+        if device.type == "cpu" and data.images.size * 4 <= FLOAT_CACHE_BYTES:
+            self.rows = torch.empty((len(data), int(np.prod(self.image_shape))))
+            for start in range(0, len(data), _CONVERT_ROWS):
+                chunk = torch.from_numpy(np.array(data.images[start:start + _CONVERT_ROWS]))
+                self.rows[start:start + _CONVERT_ROWS] = self._inputs(chunk.flatten(1))
+        else:
+            self.rows = torch.as_tensor(np.array(data.images), device=device).flatten(1)
+        self.labels = torch.as_tensor(np.array(data.labels), device=device)
         self.augment = Augment(crop_padding=recipe.crop_padding, hflip=recipe.hflip)
+
+    def _inputs(self, rows: torch.Tensor) -> torch.Tensor:
+        """uint8 rows ``[n, C*H*W]`` -> normalised float32 rows of the same shape."""
+        return to_inputs(rows.unflatten(1, self.image_shape), self.normalization).flatten(1)
 
     def __call__(self, streams: Sequence[_IndexStream]) -> tuple[torch.Tensor, torch.Tensor]:
         """Next batch of every stream: inputs ``[G, B, C, H, W]`` float32 and labels ``[G, B]``,
-        gathered and converted in one go; each stream's augmentation uses its own generator."""
-        index = torch.stack([stream.next() for stream in streams]).to(self.device)
-        x = to_inputs(self.images[index.flatten()], self.normalization).unflatten(0, index.shape)
+        gathered in one go; each stream's augmentation uses its own generator."""
+        index = torch.from_numpy(np.stack([stream.next() for stream in streams]))
+        flat = index.flatten().to(self.device)
+        rows = torch.index_select(self.rows, 0, flat)
+        if not rows.is_floating_point():
+            rows = self._inputs(rows)
+        x = rows.view(*index.shape, *self.image_shape)
         if self.augment != Augment():
             x = torch.stack([self.augment(x_g, s.generator) for x_g, s in zip(x, streams)])
-        return x, self.labels[index]
+        return x, self.labels[flat].view(index.shape)
 
 
 def fit_models(
@@ -332,6 +359,17 @@ def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Ten
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
+def _learning_rates(recipe: TrainRecipe, sizes: Sequence[int]) -> np.ndarray:
+    """``[steps, models]`` learning rate of each model at each step of a group, 0 once the model
+    has taken its ``recipe.total_steps`` (computed once per distinct subset size)."""
+    schedules = {n: [recipe.learning_rate(step, n) for step in range(recipe.total_steps(n))]
+                 for n in set(sizes)}
+    table = np.zeros((max(map(len, schedules.values())), len(sizes)))
+    for g, n in enumerate(sizes):
+        table[:len(schedules[n]), g] = schedules[n]
+    return table
+
+
 def _fit_vmap(models: list[TransferModel], streams: list[_IndexStream], batcher: _Batcher,
               sizes: list[int], recipe: TrainRecipe, objective: Objective, progress: bool
               ) -> None:
@@ -353,20 +391,13 @@ def _fit_vmap(models: list[TransferModel], streams: list[_IndexStream], batcher:
 
     step_fn = vmap(grad_and_value(loss_fn))
     names = list(params)
-    stacked = [params[k] for k in names]
-    momentum = [torch.zeros_like(p) for p in stacked]
-    totals = [recipe.total_steps(n) for n in sizes]
-    for step in tqdm(range(max(totals)), desc=f"{len(models)} models", disable=not progress):
-        # Finished models still draw batches (from their own generators, so nothing else
-        # changes) but take learning rate 0.
-        xs, ys = batcher(streams)
-        lrs = [recipe.learning_rate(step, n) if step < t else 0.0 for n, t in zip(sizes, totals)]
+
+    def gradients(xs: torch.Tensor, ys: torch.Tensor, with_loss: bool
+                  ) -> tuple[list[torch.Tensor], torch.Tensor]:
         grads, loss = step_fn(params, buffers, xs, ys)
-        with torch.no_grad():
-            _sgd_update(stacked, [grads[k] for k in names], momentum, lrs, recipe)
-        if step % _CHECK_EVERY == 0 or step == max(totals) - 1:
-            active = torch.tensor([step < t for t in totals], device=loss.device)
-            _check_finite(torch.where(active, loss, 0.0), step)
+        return [grads[k] for k in names], loss
+
+    _step_group([params[k] for k in names], gradients, streams, batcher, sizes, recipe, progress)
     with torch.no_grad():
         for g, model in enumerate(models):
             for name, p in model.named_parameters():
@@ -384,33 +415,34 @@ def _fit_bmm(models: list[TransferModel], streams: list[_IndexStream], batcher: 
     for i in range(len(layers[0])):
         params += [torch.stack([ls[i].weight.detach() for ls in layers]),
                    torch.stack([ls[i].bias.detach() for ls in layers])]
-    momentum = [torch.zeros_like(p) for p in params]
-    totals = [recipe.total_steps(n) for n in sizes]
     smoothing = recipe.label_smoothing
-    for step in tqdm(range(max(totals)), desc=f"{len(models)} models", disable=not progress):
-        xs, ys = batcher(streams)
-        lrs = [recipe.learning_rate(step, n) if step < t else 0.0 for n, t in zip(sizes, totals)]
+
+    def gradients(xs: torch.Tensor, ys: torch.Tensor, with_loss: bool
+                  ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         activations = [xs.flatten(2)]  # [G, B, features] entering each layer
         for w, b in zip(params[:-2:2], params[1:-2:2]):
             activations.append(torch.relu(torch.baddbmm(b.unsqueeze(1), activations[-1],
                                                         w.transpose(1, 2))))
         logits = torch.baddbmm(params[-1].unsqueeze(1), activations[-1], params[-2].transpose(1, 2))
-        log_p = torch.log_softmax(logits, dim=2)
-        target = torch.full_like(log_p, smoothing / log_p.shape[2])
-        target.scatter_add_(2, ys.unsqueeze(2), torch.full_like(log_p[..., :1], 1.0 - smoothing))
-        loss = -(target * log_p).sum(2).mean(1)  # [G]
-        delta = (log_p.exp() - target) / ys.shape[1]  # d loss / d logits
+        # d mean-loss / d logits = (softmax - smoothed one-hot) / B
+        classes, batch = logits.shape[2], ys.shape[1]
+        delta = torch.softmax(logits, dim=2).sub_(smoothing / classes)
+        delta.scatter_add_(2, ys.unsqueeze(2), delta.new_full(ys.unsqueeze(2).shape,
+                                                              smoothing - 1.0)).div_(batch)
         grads: list[torch.Tensor] = []
         for layer in range(len(params) // 2 - 1, -1, -1):
             inputs = activations[layer]
             grads = [torch.bmm(delta.transpose(1, 2), inputs), delta.sum(1)] + grads
             if layer:
-                delta = torch.bmm(delta, params[2 * layer]) * (inputs > 0)
-        with torch.no_grad():
-            _sgd_update(params, grads, momentum, lrs, recipe)
-        if step % _CHECK_EVERY == 0 or step == max(totals) - 1:
-            active = torch.tensor([step < t for t in totals], device=loss.device)
-            _check_finite(torch.where(active, loss, 0.0), step)
+                delta = torch.bmm(delta, params[2 * layer]).mul_(inputs > 0)
+        if not with_loss:
+            return grads, None
+        log_p = torch.log_softmax(logits, dim=2)
+        loss = -((1.0 - smoothing) * log_p.gather(2, ys.unsqueeze(2)).squeeze(2)
+                 + smoothing / classes * log_p.sum(2)).mean(1)
+        return grads, loss
+
+    _step_group(params, gradients, streams, batcher, sizes, recipe, progress)
     with torch.no_grad():
         for g, ls in enumerate(layers):
             for i, layer in enumerate(ls):
@@ -418,17 +450,49 @@ def _fit_bmm(models: list[TransferModel], streams: list[_IndexStream], batcher: 
                 layer.bias.copy_(params[2 * i + 1][g])
 
 
+Gradients = Callable[[torch.Tensor, torch.Tensor, bool],
+                     tuple[list[torch.Tensor], "torch.Tensor | None"]]
+
+
+def _step_group(params: list[torch.Tensor], gradients: Gradients, streams: list[_IndexStream],
+                batcher: _Batcher, sizes: list[int], recipe: TrainRecipe, progress: bool) -> None:
+    """Drive stacked parameters ``[G, ...]`` through the group's steps: draw every model's
+    batch, get per-model gradients (and, every ``_CHECK_EVERY`` steps, the per-model loss ``[G]``
+    to check for divergence) from ``gradients(xs, ys, with_loss)``, then take one SGD step.
+
+    Finished models still draw batches (from their own generators, so nothing else changes) but
+    take learning rate 0.
+    """
+    momentum = [torch.zeros_like(p) for p in params]
+    rates = _learning_rates(recipe, sizes)
+    totals = [recipe.total_steps(n) for n in sizes]
+    for step, lrs in enumerate(tqdm(rates.tolist(), desc=f"{len(sizes)} models",
+                                    disable=not progress)):
+        xs, ys = batcher(streams)
+        check = step % _CHECK_EVERY == 0 or step == len(rates) - 1
+        grads, loss = gradients(xs, ys, check)
+        with torch.no_grad():
+            _sgd_update(params, grads, momentum, lrs, recipe)
+        if check:
+            active = torch.tensor([step < t for t in totals], device=loss.device)
+            _check_finite(torch.where(active, loss.detach(), 0.0), step)
+
+
 def _sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor],
                 momentum: list[torch.Tensor], lrs: list[float], recipe: TrainRecipe) -> None:
-    """One ``torch.optim.SGD`` step (foreach form, dampening 0, no Nesterov) on stacked
-    parameters ``[G, ...]`` with one learning rate per model; updates in place."""
-    if recipe.weight_decay:
-        torch._foreach_add_(grads, params, alpha=recipe.weight_decay)
-    torch._foreach_mul_(momentum, recipe.momentum)
-    torch._foreach_add_(momentum, grads)
+    """One ``torch.optim.SGD`` step (dampening 0, no Nesterov) on stacked parameters
+    ``[G, ...]`` with one learning rate per model; updates in place.
+
+    Uses PyTorch's fused SGD kernel (one pass over parameters, gradients and momentum instead of
+    four), once for all models when they share a learning rate, else once per distinct rate on
+    the slices of the models that have it.
+    """
+    options = dict(weight_decay=recipe.weight_decay, momentum=recipe.momentum, dampening=0.0,
+                   nesterov=False, maximize=False, fused=True)
     if len(set(lrs)) == 1:
-        torch._foreach_add_(params, momentum, alpha=-lrs[0])
-    else:
-        lr = torch.tensor(lrs, device=params[0].device, dtype=params[0].dtype)
-        scaled = [m * lr.view(-1, *[1] * (m.ndim - 1)) for m in momentum]
-        torch._foreach_sub_(params, scaled)
+        sgd(params, grads, momentum, lr=lrs[0], **options)
+        return
+    for lr in set(lrs):
+        models = [g for g, rate in enumerate(lrs) if rate == lr]
+        sgd(*([t[g] for t in tensors for g in models] for tensors in (params, grads, momentum)),
+            lr=lr, **options)
