@@ -17,12 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from transfer_influence.cli import quickstart_config
 from transfer_influence.data.images import LabeledImages
 from transfer_influence.models import build_model
 from transfer_influence.training import TrainRecipe, subset_indices, train_group
@@ -86,44 +88,57 @@ def timed(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="about a minute on 2 cores")
+    parser.add_argument("--quickstart", action="store_true",
+                        help="the quickstart's pretraining exactly: its model, recipe, group size"
+                        " and source size (from resources/quickstart.toml); ignores the options"
+                        " below except --strategy, --repeats and --profile")
     parser.add_argument("--model", default="mlp", choices=["mlp", "small_cnn"])
     parser.add_argument("--group-size", type=int, default=8)
     parser.add_argument("--width", type=int, default=None, help="model width (default: 512 "
                         "for mlp, 32 for small_cnn; the quickstart uses an mlp of width 32)")
     parser.add_argument("--depth", type=int, default=None, help="mlp hidden layers (default 2)")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--per-class", type=int, default=1000, help="source images per class")
     parser.add_argument("--strategy", default="auto", choices=["auto", "loop", "vmap", "bmm"])
     parser.add_argument("--epochs", type=float, default=None)
-    parser.add_argument("--repeats", type=int, default=2, help="best of this many runs each")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="best of this many runs each (default 2, 5 with --quickstart)")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table")
     args = parser.parse_args()
 
-    per_class = 1000
-    epochs = args.epochs or (2.0 if args.quick else 6.0)
+    if args.quickstart:
+        config = quickstart_config(Path("unused.zarr"))
+        model_name, options = config.model.name, dict(config.model.options)
+        recipe, group_size = config.pretrain, config.sweep.group_size
+        per_class = config.data.options["source_per_class"]
+    else:
+        model_name, group_size, per_class = args.model, args.group_size, args.per_class
+        recipe = TrainRecipe(epochs=args.epochs or (2.0 if args.quick else 6.0), lr=0.05,
+                             weight_decay=5e-4, schedule="cosine", batch_size=args.batch_size)
+        options = {"mlp": {"width": 512, "depth": 2}, "small_cnn": {"width": 32}}[model_name]
+        if args.width is not None:
+            options["width"] = args.width
+        if args.depth is not None and model_name == "mlp":
+            options["depth"] = args.depth
+    repeats = args.repeats or (5 if args.quickstart else 2)
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(CLASSES), per_class)
     images = rng.integers(0, 256, (len(labels), 1, SIZE, SIZE), dtype=np.uint8)
     data = LabeledImages(images, labels, tuple(f"c{k}" for k in range(CLASSES)), "bench")
-    masks = np.zeros((args.group_size, CLASSES), dtype=bool)
-    for g in range(args.group_size):
+    masks = np.zeros((group_size, CLASSES), dtype=bool)
+    for g in range(group_size):
         masks[g, rng.choice(CLASSES, CLASSES // 2, replace=False)] = True
-    recipe = TrainRecipe(epochs=epochs, lr=0.05, weight_decay=5e-4, schedule="cosine",
-                         batch_size=args.batch_size)
-    options = {"mlp": {"width": 512, "depth": 2}, "small_cnn": {"width": 32}}[args.model]
-    if args.width is not None:
-        options["width"] = args.width
-    if args.depth is not None and args.model == "mlp":
-        options["depth"] = args.depth
 
     def build():
-        return build_model(args.model, in_channels=1, image_size=SIZE, num_classes=CLASSES,
+        return build_model(model_name, in_channels=1, image_size=SIZE, num_classes=CLASSES,
                            **options)
 
     peak = matmul_peak_gflops()
     flops = step_flops(build(), recipe.batch_size)
     subsets = subset_indices(data, masks, "class")
     steps = sum(recipe.total_steps(len(s)) for s in subsets)
-    print(f"{args.model} {options}, {args.group_size} models x {epochs} epochs on ~10k images, "
+    print(f"{model_name} {options}, batch {recipe.batch_size}, {group_size} models x "
+          f"{recipe.epochs} epochs on {per_class * CLASSES // 2} images each, "
           f"{steps} steps of {flops / 1e9:.2f} GFLOP; torch threads {torch.get_num_threads()}")
 
     def run_single() -> None:
@@ -131,13 +146,13 @@ def main() -> None:
             train_single(build, data, indices, recipe, seed=g)
 
     def run_group() -> None:
-        train_group(build, data, masks, unit="class", seeds=range(args.group_size),
+        train_group(build, data, masks, unit="class", seeds=range(group_size),
                     recipe=recipe, strategy=args.strategy)
 
     # Alternate the two and keep the best time of each, so that load from other processes
     # (shared machines) hits both alike.
     single = group = float("inf")
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         single = min(single, timed(run_single))
         group = min(group, timed(run_group))
     if args.profile:
@@ -146,14 +161,14 @@ def main() -> None:
 
     peak = max(peak, matmul_peak_gflops())  # best of before and after: load varies
     result = {
-        "models_per_hour_single": round(args.group_size * 3600 / single, 1),
-        "models_per_hour_group": round(args.group_size * 3600 / group, 1),
+        "models_per_hour_single": round(group_size * 3600 / single, 1),
+        "models_per_hour_group": round(group_size * 3600 / group, 1),
         "speedup": round(single / group, 3),
         "gflops": round(steps * flops / group / 1e9, 1),
         "gflops_peak": round(peak, 1),
     }
-    print(f"single: {single:.1f} s ({steps * flops / single / 1e9:.1f} GFLOP/s); "
-          f"group[{args.strategy}]: {group:.1f} s ({result['gflops']} GFLOP/s); "
+    print(f"single: {single:.3f} s ({steps * flops / single / 1e9:.1f} GFLOP/s); "
+          f"group[{args.strategy}]: {group:.3f} s ({result['gflops']} GFLOP/s); "
           f"matmul peak {peak:.1f} GFLOP/s -> {result['gflops'] / peak:.0%} of peak")
     if args.profile:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))

@@ -22,26 +22,25 @@ Three strategies compute the same thing:
 
 - ``loop``: one model after another with ``torch.optim.SGD`` (the plain PyTorch way);
 - ``vmap``: parameters stacked with ``torch.func.stack_module_state``, per-model gradients from
-  ``vmap(grad_and_value(functional_call ...))``, and SGD with momentum and weight decay applied
-  by hand to the stacked tensors exactly as ``torch.optim.SGD`` does it
-  (``d = g + wd * p; buf = momentum * buf + d; p -= lr * buf``, with ``buf = d`` on step one);
+  ``vmap(grad_and_value(functional_call ...))``, and PyTorch's own (fused) SGD kernel applied to
+  the stacked tensors, one learning rate per model;
 - ``bmm``: for plain MLPs under the default cross-entropy, the forward and backward passes
   written out as batched matrix products over the stacked weights (no autograd), with the same
   SGD update as ``vmap``.
 
-``auto`` picks ``vmap`` on CUDA. On CPU it batches small convolution-free models (at most
-``SMALL_MODEL_PARAMETERS`` parameters, where per-step overhead, not arithmetic, bounds the loop):
-``bmm`` for plain MLPs with the default objective, ``vmap`` for the others; ``loop`` otherwise.
-Measured on a 2-core CPU (torch 2.13, ``benchmarks/ensemble_throughput.py --quick``, one run
-each, idle machine), speed against the plain one-model loop:
+``auto`` picks ``vmap`` on CUDA. On CPU it picks ``bmm`` for plain MLPs with the default
+objective, ``vmap`` for other small convolution-free models (at most ``SMALL_MODEL_PARAMETERS``
+parameters, where per-step overhead, not arithmetic, bounds the loop), ``loop`` otherwise.
+Measured on a 2-core CPU (torch 2.13, ``benchmarks/ensemble_throughput.py``, idle machine),
+speed against the plain one-model loop and share of the float32 matmul peak:
 
-- MLP 784-512-512-20, batch 256, 8 models: loop ~118-154 GFLOP/s (65-74% of matmul peak),
-  vmap ~130;
-- MLP 784-256-20, batch 64: loop 0.90x, vmap 0.87x (a tie);
-- MLP 784-128-20, batch 64: loop 1.04x, vmap 1.22x;
-- MLP 784-32-20 (the quickstart's), batch 64, 64 models: vmap 2.9x, bmm 3.7x (22% of peak:
-  gathering the batch and element-wise updates take over half of each step);
-- small CNN: vmapped convolutions 2-3x slower than the loop.
+- the quickstart's pretraining (``--quickstart``: MLP 784-32-20, batch 64, 16 models):
+  bmm 3.5-3.8x, 44-46% of peak; vmap 1.9x. The batched matmuls themselves run at 75-85% of
+  peak; gathering each model's batch (about 150 us of a 1.1 ms step, memory-bound) and the
+  optimizer's pass over parameters, gradients and momentum take most of the rest;
+- MLP 784-512-512-20, batch 256, 8 models (``--quick``): bmm 1.3x, 83% of peak (loop 60-70%);
+- MLP 784-128-20 / 784-256-20 / 784-1024-20, batch 64: bmm 2.0x / 1.3x / 1.2x;
+- small CNN: vmapped convolutions 2-3x slower than the loop, which runs at ~85% of peak.
 """
 
 from __future__ import annotations
@@ -190,9 +189,9 @@ def mlp_layers(model: TransferModel) -> list[torch.nn.Linear] | None:
 
 def choose_strategy(strategy: Strategy, device: torch.device, model: TransferModel,
                     objective: Objective | None = None) -> Literal["vmap", "loop", "bmm"]:
-    """Resolve ``auto`` (see module docstring): ``vmap`` on CUDA; on CPU, for a small model
-    without convolutions, ``bmm`` when it is a plain MLP trained with the default cross-entropy
-    objective and ``vmap`` otherwise; ``loop`` for the rest. The choice depends only on the
+    """Resolve ``auto`` (see module docstring): ``vmap`` on CUDA; on CPU, ``bmm`` for a plain
+    MLP trained with the default cross-entropy objective (whatever its size), ``vmap`` for other
+    small models without convolutions, ``loop`` for the rest. The choice depends only on the
     model, objective and device, so results stay a pure function of the configuration."""
     if strategy not in ("auto", "vmap", "loop", "bmm"):
         raise TrainingError(f"strategy must be 'auto', 'vmap', 'loop' or 'bmm', got {strategy!r}.")
@@ -204,11 +203,11 @@ def choose_strategy(strategy: Strategy, device: torch.device, model: TransferMod
         return strategy
     if device.type == "cuda":
         return "vmap"
+    if hand_batchable:
+        return "bmm"
     small = sum(p.numel() for p in model.parameters()) <= SMALL_MODEL_PARAMETERS
     convolutional = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
-    if not small or convolutional:
-        return "loop"
-    return "bmm" if hand_batchable else "vmap"
+    return "vmap" if small and not convolutional else "loop"
 
 
 class _IndexStream:
@@ -421,8 +420,8 @@ def _fit_bmm(models: list[TransferModel], streams: list[_IndexStream], batcher: 
                   ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
         activations = [xs.flatten(2)]  # [G, B, features] entering each layer
         for w, b in zip(params[:-2:2], params[1:-2:2]):
-            activations.append(torch.relu(torch.baddbmm(b.unsqueeze(1), activations[-1],
-                                                        w.transpose(1, 2))))
+            activations.append(torch.baddbmm(b.unsqueeze(1), activations[-1],
+                                             w.transpose(1, 2)).relu_())
         logits = torch.baddbmm(params[-1].unsqueeze(1), activations[-1], params[-2].transpose(1, 2))
         # d mean-loss / d logits = (softmax - smoothed one-hot) / B
         classes, batch = logits.shape[2], ys.shape[1]
