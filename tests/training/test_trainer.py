@@ -180,3 +180,18 @@ def test_auto_strategy():
     assert choose_strategy("auto", cuda, cnn) == "vmap"
     assert choose_strategy("vmap", cpu, big_mlp) == "vmap"
     assert choose_strategy("loop", cpu, small_mlp) == "loop"
+
+
+def test_float_cache_gives_the_same_models(source, monkeypatch):
+    """Converting all images once (the CPU cache) and converting each batch after gathering
+    (large data, GPUs) feed the model bit-identical inputs."""
+    import transfer_influence.training.trainer as trainer
+
+    kwargs = {"unit": "class", "seeds": SEEDS, "recipe": RECIPE, "strategy": "bmm"}
+    cached = train_group(builder("mlp"), source, MASKS, **kwargs)
+    monkeypatch.setattr(trainer, "FLOAT_CACHE_BYTES", 0)
+    batcher = trainer._Batcher(source, RECIPE, torch.device("cpu"))
+    assert batcher.rows.dtype == torch.uint8  # the per-batch path is the one under test
+    per_batch = train_group(builder("mlp"), source, MASKS, **kwargs)
+    for a, b in zip(cached, per_batch):
+        assert torch.equal(flat(a), flat(b))
