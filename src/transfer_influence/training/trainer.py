@@ -38,7 +38,8 @@ speed against the plain one-model loop and share of the float32 matmul peak:
   bmm 3.5-3.8x, 44-46% of peak; vmap 1.9x. The batched matmuls themselves run at 75-85% of
   peak; gathering each model's batch (about 150 us of a 1.1 ms step, memory-bound) and the
   optimizer's pass over parameters, gradients and momentum take most of the rest;
-- MLP 784-512-512-20, batch 256, 8 models (``--quick``): bmm 1.3x, 83% of peak (loop 60-70%);
+- MLP 784-512-512-20, batch 256, 8 models (``--quick``): bmm 1.2-1.3x, 79-83% of peak (loop
+  60-70%);
 - MLP 784-128-20 / 784-256-20 / 784-1024-20, batch 64: bmm 2.0x / 1.3x / 1.2x;
 - small CNN: vmapped convolutions 2-3x slower than the loop, which runs at ~85% of peak.
 """
