@@ -65,12 +65,13 @@ class DataConfig(_Strict):
 
     Suites are the experiments suggested in the shipped data's MANIFEST (``fashion_digits``,
     ``split_fashion``) and a planted synthetic problem with known helpful/harmful classes
-    (``planted``); ``options`` are passed to the suite builder. Without a suite, ``source`` lists
+    (``planted``) or with known related and unrelated source classes for pruning
+    (``planted_pruning``); ``options`` go to the suite builder. Without a suite, ``source`` lists
     datasets combined into one source (class names prefixed), ``target_train``/``target_test``
     give the target; images are resized to ``image_size`` and converted to ``channels``.
     """
 
-    suite: Literal["fashion_digits", "split_fashion", "planted"] | None = None
+    suite: Literal["fashion_digits", "split_fashion", "planted", "planted_pruning"] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     source: list[DatasetSpec] = Field(default_factory=list)
@@ -137,8 +138,40 @@ class SweepConfig(_Strict):
     store: str = "runs/sweep.zarr"
 
 
+class SurrogateConfig(_Strict):
+    """The one cheap model a pruning method scores the source with (DP4TL's surrogate).
+
+    ``model`` and ``pretrain`` default to the experiment's own; a smaller model is the point of
+    the method (the paper prunes for a ResNet-101 with a ResNet-18). ``seed`` seeds its
+    initialisation and batch order. It is trained once on the whole source and cached.
+    """
+
+    model: ModelConfig | None = None
+    pretrain: TrainRecipe | None = None
+    seed: int = 0
+
+
+class PruneConfig(_Strict):
+    """Dataset pruning for transfer (``transfer-influence prune``): the surrogate, the number of
+    k-means pseudo-classes of the feature-mapping (FM) score, and the baselines' training.
+
+    ``clusters`` is FM's K (the paper uses 2,000 for ImageNet's 1.28M images; default: the number
+    of source classes). ``baseline_epochs`` / ``baseline_seeds``: the early training that EL2N,
+    GraNd and forgetting scores are read from, averaged over seeds.
+    """
+
+    surrogate: SurrogateConfig = Field(default_factory=SurrogateConfig)
+    clusters: int | None = Field(None, ge=2)
+    baseline_epochs: float = Field(2.0, gt=0)
+    baseline_seeds: int = Field(2, ge=1)
+
+
 class ExperimentConfig(_Strict):
-    """A whole experiment; see ``examples/*.toml``."""
+    """A whole experiment; see ``examples/*.toml``.
+
+    ``prune`` configures ``transfer-influence prune``; it does not enter the sweep's hash (it
+    changes no sweep model).
+    """
 
     name: str = "experiment"
     data: DataConfig
@@ -146,14 +179,16 @@ class ExperimentConfig(_Strict):
     pretrain: TrainRecipe
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     sweep: SweepConfig
+    prune: PruneConfig = Field(default_factory=PruneConfig)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def config_hash(self) -> str:
         """sha256 (16 hex digits) of every setting that changes results.
 
-        Excludes the store location, the group size (a scheduling choice) and ``name``.
+        Excludes the store location, the group size (a scheduling choice), ``name`` and
+        ``prune`` (pruning settings change no sweep model).
         """
-        payload = self.model_dump(mode="json", exclude={"name", "base_dir"})
+        payload = self.model_dump(mode="json", exclude={"name", "base_dir", "prune"})
         payload["sweep"].pop("store")
         payload["sweep"].pop("group_size")
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))

@@ -9,6 +9,7 @@ from ..errors import ConfigError
 from .formats import load_cifar_pickle, load_image_folder, load_mnist_idx, load_npz
 from .images import LabeledImages, select_classes
 from .ops import combine, resize, sample_per_class, to_channels
+from .planted_pruning import planted_pruning_problem
 from .registry import load_dataset
 from .suites import TransferData, fashion_digits_suite, split_fashion_suite
 from .synthetic import planted_transfer_problem
@@ -57,6 +58,8 @@ def build_transfer_data(config: DataConfig, *, base_dir: Path = Path(".")) -> Tr
             "fashion_digits": fashion_digits_suite,
             "split_fashion": split_fashion_suite,
             "planted": lambda seed, **options: planted_transfer_problem(seed, **options)[0],
+            "planted_pruning": lambda seed, **options: planted_pruning_problem(seed,
+                                                                               **options)[0],
         }
         try:
             data = builders[config.suite](seed=config.seed, **config.options)

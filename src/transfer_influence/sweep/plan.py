@@ -15,7 +15,7 @@ import numpy as np
 from ..config import ExperimentConfig
 from ..data.build import build_transfer_data
 from ..data.suites import TransferData
-from ..errors import StoreError
+from ..errors import ConfigError, StoreError
 from ..outputs import TargetOutputs
 from ..training import finetune_group, pretrain_group, transfer_fixed_feature
 from .masks import subset_masks
@@ -38,6 +38,28 @@ class SweepPlan:
     def from_config(cls, config: ExperimentConfig) -> SweepPlan:
         """Load the config's data (cached per process by the data layer)."""
         return cls(config, build_transfer_data(config.data, base_dir=config.base_dir))
+
+    def variant(self, *, unit: str | None = None, transfer_mode: str | None = None) -> SweepPlan:
+        """The same experiment and loaded data, but removing source ``unit``s of another kind or
+        transferring in another ``transfer_mode`` (retraining experiments that prune classes
+        and examples, or report both transfer modes). Its config hash differs, so its models are
+        stored apart from the sweep's."""
+        config = self.config
+        sweep, transfer = config.sweep, config.transfer
+        if unit is not None:
+            if unit not in ("class", "example"):
+                raise ConfigError(f"unit must be 'class' or 'example', got {unit!r}.")
+            sweep = sweep.model_copy(update={"unit": unit})
+        if transfer_mode is not None:
+            if transfer_mode not in ("fixed_feature", "finetune"):
+                raise ConfigError(f"transfer mode must be 'fixed_feature' or 'finetune', got"
+                                  f" {transfer_mode!r}.")
+            if transfer_mode == "finetune" and transfer.recipe is None:
+                raise ConfigError("full fine-tuning needs a [transfer.recipe] table in the config"
+                                  " (the fine-tuning optimiser and schedule); add one.")
+            transfer = transfer.model_copy(update={"mode": transfer_mode})
+        return SweepPlan(config.model_copy(update={"sweep": sweep, "transfer": transfer}),
+                         self.data)
 
     @cached_property
     def unit_names(self) -> list[str]:

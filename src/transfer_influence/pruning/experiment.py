@@ -1,0 +1,228 @@
+"""The pruning-ratio sweep: score the source once per method, prune each ratio, retrain, compare.
+
+For every method, ratio and transfer mode, ``R`` seeds are pretrained on the kept source and
+transferred to the target, through the same content-addressed, resumable retraining as
+counterfactual removal (:func:`transfer_influence.counterfactual.retrain`): seed ``r`` of every
+arm shares its initialisation with seed ``r`` of the no-pruning reference, so differences are
+paired. Class-level methods prune classes and example-level ones prune examples; the reference
+(nothing pruned) is the same model either way and is trained once.
+
+The **winning ratio** of a method (the paper's Tab. 1) is the largest ratio whose paired accuracy
+difference from no pruning has a 95% interval reaching 0 or above: pruning that much cannot be
+told apart from (or is better than) pretraining on everything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import read_json, write_json
+from ..counterfactual.arms import Arm, baseline_arm, check_seeds, retrain_seed
+from ..counterfactual.experiment import correct_per_seed, mean_interval
+from ..counterfactual.retrain import retrain
+from ..errors import ConfigError
+from ..estimators.result import InfluenceResult
+from ..sweep.masks import subset_masks
+from ..sweep.plan import SweepPlan
+from .masks import check_ratios, member_examples, pruned_units, random_pruned_units
+from .scores import MethodScores, score_source
+from .surrogate import train_surrogate
+
+TRANSFER_MODES = ("fixed_feature", "finetune")
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """Target accuracy over seeds, with a 95% t-interval, and its paired difference from the
+    no-pruning reference (zero for the reference itself)."""
+
+    accuracies: list[float]
+    mean: float
+    low: float
+    high: float
+    diff_mean: float
+    diff_low: float
+    diff_high: float
+
+    @classmethod
+    def of(cls, correct: np.ndarray, reference: np.ndarray) -> Accuracy:
+        """Accuracy per seed ``[seeds]`` against the reference's ``[seeds]`` (intervals clipped
+        to where the true values lie, as in counterfactual results)."""
+        mean, low, high = mean_interval(correct)
+        diff_mean, diff_low, diff_high = mean_interval(correct - reference)
+        return cls([float(c) for c in correct], mean, max(low, 0.0), min(high, 1.0),
+                   diff_mean, max(diff_low, -1.0), min(diff_high, 1.0))
+
+
+@dataclass(frozen=True)
+class RatioRow:
+    """One method at one ratio in one transfer mode.
+
+    ``pruned_units``: units of the method removed (classes, clusters or examples);
+    ``kept_fraction``: the fraction of source examples left, averaged over seeds.
+    """
+
+    transfer: str
+    method: str
+    ratio: float
+    pruned_units: int
+    kept_fraction: float
+    accuracy: Accuracy
+
+
+@dataclass(frozen=True)
+class PruningResult:
+    """A pruning run: the reference, every (transfer, method, ratio) row, the pruned classes of
+    class-level methods, each method's settings and scoring time, and the measured times."""
+
+    seeds: int
+    ratios: list[float]
+    reference: dict[str, Accuracy]
+    rows: list[RatioRow]
+    pruned_classes: dict[str, dict[str, list[str]]]
+    methods: dict[str, dict]
+    timing: dict[str, float | dict[str, float]] = field(default_factory=dict)
+
+    def winning_ratio(self, transfer: str, method: str) -> float | None:
+        """Largest ratio whose paired difference interval reaches 0 or above (None: none)."""
+        wins = [row.ratio for row in self.rows if row.transfer == transfer
+                and row.method == method and row.accuracy.diff_high >= 0.0]
+        return max(wins) if wins else None
+
+    def save(self, path: str | Path) -> None:
+        """Write JSON atomically."""
+        write_json(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> PruningResult:
+        """Read a result written by :meth:`save`."""
+        def build(raw: dict) -> PruningResult:
+            return cls(**{**raw,
+                          "reference": {k: Accuracy(**v) for k, v in raw["reference"].items()},
+                          "rows": [RatioRow(**{**row, "accuracy": Accuracy(**row["accuracy"])})
+                                   for row in raw["rows"]]})
+
+        return read_json(path, build, what="a pruning result", command="prune")
+
+
+def _arm(plan: SweepPlan, scores: MethodScores, ratio: float, seeds: int) -> Arm:
+    """The retraining arm of one method at one ratio, over the training plan's units."""
+    sweep_seed = plan.config.sweep.seed
+    num_units = scores.num_units
+    if scores.scores is None:  # random: a fresh draw per seed
+        per_seed = [random_pruned_units(num_units, ratio, [sweep_seed, 4, int(1e6 * ratio), r])
+                    for r in range(seeds)]
+    else:
+        per_seed = [pruned_units(scores.scores, ratio, [sweep_seed, 5])] * seeds
+    if scores.level != "class":  # clusters and examples leave as their member examples
+        per_seed = [member_examples(scores.members, units) for units in per_seed]
+    removed = tuple(tuple(int(i) for i in units) for units in per_seed)
+    return Arm(scores.method, len(removed[0]), removed)
+
+
+def _time_models(plan: SweepPlan, masks: np.ndarray) -> float:
+    """Seconds to pretrain and transfer one model per row of ``masks``, one at a time (mean)."""
+    seconds = []
+    for row in masks:
+        start = time.perf_counter()
+        plan.train_models(row[None], [retrain_seed(plan.config.sweep.seed, 0)])
+        seconds.append(time.perf_counter() - start)
+    return float(np.mean(seconds))
+
+
+def run_pruning(
+    plan: SweepPlan,
+    methods: Sequence[str],
+    ratios: Sequence[float],
+    seeds: int,
+    *,
+    transfers: Sequence[str] | None = None,
+    influence: InfluenceResult | None = None,
+    timing: bool = True,
+    quiet: bool = False,
+    runner: str = "local",
+    address: str | None = None,
+) -> PruningResult:
+    """Score the source with each of ``methods``, prune each of ``ratios``, retrain ``seeds``
+    models per (method, ratio, transfer mode) and measure target test accuracy.
+
+    ``transfers`` defaults to the experiment's transfer mode; ``finetune`` needs a
+    ``[transfer.recipe]``. ``influence`` is the sweep's estimate, needed by the ``influence``
+    method. ``timing`` additionally times one model on the full source, one on an ``alpha``
+    subset (the sweep's per-model cost) and one per ratio on the first method's kept data.
+    Killed runs resume: every trained model is kept in a content-addressed arm store.
+    """
+    seeds = check_seeds(seeds)
+    ratios = check_ratios(ratios)
+    transfers = list(dict.fromkeys(transfers or [plan.config.transfer.mode]))
+    if not methods:
+        raise ConfigError("give at least one pruning method, e.g. --method lm,random.")
+    class_plan = plan.variant(unit="class")
+    for transfer in transfers:
+        class_plan.variant(transfer_mode=transfer)  # a bad mode fails before any training
+    surrogate = train_surrogate(plan, quiet=quiet)
+    scored = [score_source(plan, method, surrogate, influence=influence)
+              for method in dict.fromkeys(methods)]
+    arms = {s.method: [_arm(plan, s, ratio, seeds) for ratio in ratios] for s in scored}
+
+    num_examples = len(plan.data.source)
+    reference: dict[str, Accuracy] = {}
+    rows: list[RatioRow] = []
+    for transfer in transfers:
+        by_level = {level: plan.variant(unit=level, transfer_mode=transfer)
+                    for level in ("class", "example")}
+        base = baseline_arm(seeds)
+        (base_store,) = retrain(by_level["class"], [base], quiet=quiet, runner=runner,
+                                address=address)
+        base_correct = correct_per_seed(base_store).mean(axis=1)
+        reference[transfer] = Accuracy.of(base_correct, base_correct)
+        for s in scored:
+            level_plan = by_level["class" if s.level == "class" else "example"]
+            stores = retrain(level_plan, arms[s.method], quiet=quiet, runner=runner,
+                             address=address)
+            for ratio, arm, store in zip(ratios, arms[s.method], stores):
+                kept = arm.masks(len(level_plan.unit_names))
+                kept_examples = (kept.sum(axis=1) if s.level != "class" else
+                                 np.array([np.isin(plan.data.source.labels,
+                                                   np.flatnonzero(m)).sum() for m in kept]))
+                pruned = (len(arm.removed[0]) if s.level != "cluster" else
+                          int(np.unique(s.members[list(arm.removed[0])]).size))
+                rows.append(RatioRow(transfer, s.method, ratio, pruned,
+                                     float(kept_examples.mean() / num_examples),
+                                     Accuracy.of(correct_per_seed(store).mean(axis=1),
+                                                 base_correct)))
+
+    names = plan.data.source.class_names
+    pruned_classes = {s.method: {f"{ratio:g}": [names[i] for i in arm.removed[0]]
+                                 for ratio, arm in zip(ratios, arms[s.method])}
+                      for s in scored if s.level == "class" and s.scores is not None}
+    times: dict[str, float | dict[str, float]] = {
+        "surrogate_seconds": surrogate.train_seconds,
+        "score_seconds": {s.method: s.seconds for s in scored},
+    }
+    if timing:
+        times.update(_measure_costs(plan, scored[0], arms[scored[0].method], ratios))
+    return PruningResult(seeds, ratios, reference, rows, pruned_classes,
+                         {s.method: s.settings for s in scored}, times)
+
+
+def _measure_costs(plan: SweepPlan, scores: MethodScores, arms: Sequence[Arm],
+                   ratios: Sequence[float]) -> dict[str, float | dict[str, float]]:
+    """Measured wall times: one model on the full source, on an ``alpha`` subset (times the
+    sweep's models: the influence sweep's cost, extrapolated) and on each ratio's kept data."""
+    class_plan = plan.variant(unit="class")
+    level_plan = plan.variant(unit="class" if scores.level == "class" else "example")
+    full = _time_models(class_plan, np.ones((1, plan.data.source.num_classes), dtype=bool))
+    sweep = plan.config.sweep
+    alpha_mask = subset_masks(sweep.seed, [0], len(plan.unit_names), sweep.alpha)
+    per_sweep_model = _time_models(plan, alpha_mask)
+    kept = {f"{ratio:g}": _time_models(level_plan, arm.masks(len(level_plan.unit_names))[:1])
+            for ratio, arm in zip(ratios, arms)}
+    return {"full_model_seconds": full, "sweep_model_seconds": per_sweep_model,
+            "sweep_seconds": per_sweep_model * sweep.num_models,
+            "pruned_model_seconds": kept, "timed_method": scores.method}

@@ -1,0 +1,173 @@
+"""DP4TL's two source scores, read off one surrogate (Zhang et al. 2023, section 3).
+
+- **Label mapping (LM)**, supervised: the surrogate classifies every *target training* image
+  into the *source* classes; a source class scores the number of target images it receives. A
+  class nothing in the target resembles receives none and is pruned first.
+- **Feature mapping (FM)**, for an unlabelled source: k-means clusters the surrogate's source
+  features into ``K`` pseudo-classes; a cluster scores the number of target training images whose
+  nearest centroid it is, and pruning removes whole clusters (their member examples).
+
+Higher scores are kept first everywhere in :mod:`transfer_influence.pruning`. Several targets are
+combined by summing each target's scores divided by its number of images (each target's scores
+then sum to one, so a large target does not drown a small one).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from sklearn.cluster import KMeans
+
+from ..data.images import LabeledImages
+from ..errors import ConfigError
+from ..estimators.result import InfluenceResult
+from ..sweep.plan import SweepPlan
+from ..training import extract_features, predict_logits
+from .surrogate import Surrogate
+
+
+def label_mapping_scores(surrogate: Surrogate, target_train: LabeledImages) -> np.ndarray:
+    """float ``[source classes]``: how many target training images the surrogate predicts as
+    each source class."""
+    if not surrogate.labelled:
+        raise ConfigError(
+            "the label-mapping (lm) score needs a surrogate trained on the source labels, but"
+            " this surrogate is self-supervised (pretrain.objective = 'simclr'); use --method fm,"
+            " or train the surrogate with a supervised objective."
+        )
+    logits = predict_logits([surrogate.model], target_train,
+                            normalization=surrogate.recipe.normalization)[0]
+    return np.bincount(logits.argmax(dim=1).numpy(),
+                       minlength=surrogate.model.num_classes).astype(np.float64)
+
+
+def multi_target_scores(per_target: Sequence[np.ndarray], sizes: Sequence[int]) -> np.ndarray:
+    """Scores for several targets at once: the sum over targets of ``scores / target size``."""
+    if not per_target or len(per_target) != len(sizes):
+        raise ConfigError("give one score array and one target size per target (at least one).")
+    return np.sum([np.asarray(s, dtype=np.float64) / n for s, n in zip(per_target, sizes)],
+                  axis=0)
+
+
+@dataclass(frozen=True)
+class FeatureClusters:
+    """FM's pseudo-classes: ``assignment`` int ``[source examples]`` (cluster of each example),
+    ``centroids`` ``[K, features]`` and ``scores`` ``[K]`` (target images mapped to each)."""
+
+    assignment: np.ndarray
+    centroids: np.ndarray
+    scores: np.ndarray
+
+    def example_scores(self) -> np.ndarray:
+        """Each source example inherits its cluster's score ``[source examples]``, so pruning
+        the lowest-scoring examples removes whole clusters (ties broken within a cluster only)."""
+        return self.scores[self.assignment]
+
+
+def nearest_centroid(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Index of the nearest centroid (Euclidean) of every row of ``features``."""
+    features = np.asarray(features, dtype=np.float64)
+    centroids = np.asarray(centroids, dtype=np.float64)
+    distances = ((features ** 2).sum(1)[:, None] - 2 * features @ centroids.T
+                 + (centroids ** 2).sum(1)[None, :])
+    return distances.argmin(axis=1)
+
+
+def feature_mapping_scores(surrogate: Surrogate, source: LabeledImages,
+                           target_train: LabeledImages, *, clusters: int, seed: int
+                           ) -> FeatureClusters:
+    """Cluster the surrogate's source features into ``clusters`` pseudo-classes (k-means,
+    seeded) and score each by the target training images nearest to its centroid. Uses no
+    source labels."""
+    if not 2 <= clusters <= len(source):
+        raise ConfigError(
+            f"FM needs 2 <= K <= the number of source examples ({len(source)}), got K={clusters};"
+            " set [prune] clusters to a smaller number."
+        )
+    normalization = surrogate.recipe.normalization
+    source_features = extract_features([surrogate.model], source,
+                                       normalization=normalization)[0].double().numpy()
+    target_features = extract_features([surrogate.model], target_train,
+                                       normalization=normalization)[0].double().numpy()
+    kmeans = KMeans(n_clusters=clusters, n_init=1, random_state=seed).fit(source_features)
+    centroids = kmeans.cluster_centers_
+    nearest = nearest_centroid(target_features, centroids)
+    return FeatureClusters(kmeans.labels_.astype(np.int64), centroids,
+                           np.bincount(nearest, minlength=clusters).astype(np.float64))
+
+
+PRUNING_METHODS: tuple[str, ...] = ("lm", "lm-reversed", "fm", "random", "random-examples",
+                                    "influence")
+"""Methods :func:`score_source` knows; ``random`` prunes classes, ``random-examples`` examples."""
+
+
+@dataclass(frozen=True)
+class MethodScores:
+    """One method's ranking of the source.
+
+    ``level``: what a unit is (``class``, ``cluster`` or ``example``); ``scores`` ``[units]``,
+    higher kept first, or None for random pruning (a fresh draw per seed); ``members``
+    ``int [source examples]``: the unit of each source example; ``seconds``: wall time of the
+    scoring (the surrogate's training not included); ``settings``: what produced the scores.
+    """
+
+    method: str
+    level: Literal["class", "cluster", "example"]
+    scores: np.ndarray | None
+    members: np.ndarray
+    seconds: float = 0.0
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def num_units(self) -> int:
+        """How many units the method ranks."""
+        return int(self.members.max()) + 1 if self.level != "example" else self.members.size
+
+
+def score_source(plan: SweepPlan, method: str, surrogate: Surrogate, *,
+                 influence: InfluenceResult | None = None) -> MethodScores:
+    """Score the experiment's source with ``method`` (one of :data:`PRUNING_METHODS`)."""
+    source, target_train = plan.data.source, plan.data.target_train
+    labels = np.asarray(source.labels)
+    examples = np.arange(len(source))
+    start = time.perf_counter()
+    if method in ("lm", "lm-reversed"):
+        counts = label_mapping_scores(surrogate, target_train)
+        sign = 1.0 if method == "lm" else -1.0
+        return MethodScores(method, "class", sign * counts, labels,
+                            time.perf_counter() - start,
+                            {"surrogate": surrogate.path.name, "target_images": len(target_train),
+                             "counts": counts.tolist()})
+    if method == "fm":
+        clusters = plan.config.prune.clusters or source.num_classes
+        seed = plan.config.prune.surrogate.seed
+        fm = feature_mapping_scores(surrogate, source, target_train, clusters=clusters,
+                                    seed=seed)
+        return MethodScores(method, "cluster", fm.scores, fm.assignment,
+                            time.perf_counter() - start,
+                            {"surrogate": surrogate.path.name, "clusters": clusters,
+                             "kmeans_seed": seed, "cluster_sizes":
+                                 np.bincount(fm.assignment, minlength=clusters).tolist()})
+    if method == "random":
+        return MethodScores(method, "class", None, labels)
+    if method == "random-examples":
+        return MethodScores(method, "example", None, examples)
+    if method == "influence":
+        if influence is None:
+            raise ConfigError("--method influence ranks the source by the sweep's influence"
+                              " estimates, but no sweep store was found; run `transfer-influence"
+                              " run CONFIG` first, or drop the influence method.")
+        if list(influence.unit_names) != list(plan.unit_names):
+            raise ConfigError("the influence result's units differ from this experiment's;"
+                              " re-estimate it from this experiment's sweep.")
+        unit = plan.config.sweep.unit
+        return MethodScores(method, unit, influence.overall(),
+                            labels if unit == "class" else examples, 0.0,
+                            {"ranking": f"{influence.variant} {influence.method} influence from"
+                                        f" {influence.num_models} models"})
+    raise ConfigError(f"unknown pruning method {method!r}; choose from"
+                      f" {', '.join(PRUNING_METHODS)}.")
