@@ -37,6 +37,7 @@ from .estimators import InfluenceResult, estimate_influence
 from .estimators.diagnostics import DiagnosticsSummary, diagnose_store
 from .estimators.result import METHODS
 from .outputs import OUTPUT_VARIANTS
+from .pruning import PRUNING_METHODS, PruningResult, run_pruning
 from .report import diagnostics_path, saved_diagnostics, write_experiment_report
 from .sweep.plan import SweepPlan
 from .sweep.runners import init_store, run_local, run_ray, run_shard
@@ -518,6 +519,97 @@ def report(
                                    output,
                                    config_path=str(config))
     console.print(f"report -> {path}")
+
+
+def _print_pruning(result: PruningResult) -> None:
+    for transfer, reference in result.reference.items():
+        table = Table(title=f"target accuracy after pruning, {transfer} transfer"
+                            f" ({result.seeds} seeds, 95% intervals)")
+        for column in ("method", "ratio", "pruned", "kept", "accuracy [95% CI]",
+                       "vs none [95% CI]"):
+            table.add_column(column, justify="left" if column == "method" else "right")
+        table.add_row("(no pruning)", "0", "0", "100%",
+                      f"{reference.mean:.3f} [{reference.low:.3f}, {reference.high:.3f}]", "")
+        for row in result.rows:
+            if row.transfer != transfer:
+                continue
+            a = row.accuracy
+            table.add_row(row.method, f"{row.ratio:g}", str(row.pruned_units),
+                          f"{100 * row.kept_fraction:.0f}%",
+                          f"{a.mean:.3f} [{a.low:.3f}, {a.high:.3f}]",
+                          f"{a.diff_mean:+.3f} [{a.diff_low:+.3f}, {a.diff_high:+.3f}]")
+        console.print(table)
+        methods = dict.fromkeys(row.method for row in result.rows if row.transfer == transfer)
+        wins = ", ".join(f"{method} {ratio:g}" if (ratio := result.winning_ratio(
+            transfer, method)) is not None else f"{method} none" for method in methods)
+        console.print(f"winning ratio ({transfer}; largest ratio whose difference interval"
+                      f" reaches 0): {wins}")
+    timing = result.timing
+    parts = [f"surrogate {timing['surrogate_seconds']:.1f} s", "scoring " + ", ".join(
+        f"{m} {s:.2f} s" for m, s in timing["score_seconds"].items())]
+    if "full_model_seconds" in timing:
+        kept = ", ".join(f"{r}: {s:.1f} s" for r, s in timing["pruned_model_seconds"].items())
+        parts += [f"one model on the full source {timing['full_model_seconds']:.1f} s",
+                  f"on the kept data ({timing['timed_method']}) {kept}",
+                  (f"the influence sweep ~{timing['sweep_seconds'] / 60:.1f} min (measured per"
+                   " model, times num_models)")]
+    console.print("time: " + "; ".join(parts))
+
+
+@app.command()
+@_friendly_errors
+def prune(
+    config: ConfigArg,
+    method: Annotated[str, typer.Option(
+        help=f"comma-separated pruning methods: {', '.join(PRUNING_METHODS)}")] = "lm,random",
+    ratios: Annotated[str, typer.Option(
+        help="comma-separated fractions of the source to prune, each in (0, 1)")
+    ] = "0.2,0.5,0.8",
+    seeds: Annotated[int, typer.Option(help="models (seeds) per method and ratio")] = 5,
+    transfer: Annotated[str | None, typer.Option(
+        help="fixed_feature, finetune or both (comma-separated); default: the config's mode")
+    ] = None,
+    timing: Annotated[bool, typer.Option(
+        help="time one model on the full source, a sweep subset and each ratio's kept data")
+    ] = True,
+    output: Annotated[Path | None, typer.Option(
+        help="JSON to write (merged with an earlier run's rows); default: <store>.prune.json")
+    ] = None,
+    variant: VariantOpt = "prob_correct",
+    runner: RunnerOpt = "local",
+    address: AddressOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Prune the source by a method's scores at several ratios, retrain, compare accuracy.
+
+    Resumable: the surrogate and every retrained model are cached; a killed run continues.
+    """
+    _check_runner(runner, address)
+    methods = [part.strip() for part in method.split(",") if part.strip()]
+    try:
+        ratio_values = [float(part) for part in ratios.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"{ratios!r}; give comma-separated fractions such as 0.2,0.5",
+                                 param_hint="--ratios") from None
+    experiment = load_config(config)
+    plan = SweepPlan.from_config(experiment)
+    influence = None
+    if "influence" in methods:
+        if not Path(experiment.store_path()).exists() and "://" not in experiment.store_path():
+            raise ConfigError("--method influence needs the sweep's store, and"
+                              f" {experiment.store_path()} does not exist; run"
+                              f" `transfer-influence run {config}` first.")
+        influence = _influence(experiment, variant, plan.read_store())
+    transfers = [part.strip() for part in transfer.split(",")] if transfer else None
+    result = run_pruning(plan, methods, ratio_values, seeds, transfers=transfers,
+                         influence=influence, timing=timing, quiet=quiet, runner=runner,
+                         address=address)
+    path = output or experiment.artifact_path("prune.json")
+    if path.exists():
+        result = result.merged_into(PruningResult.load(path))
+    result.save(path)
+    _print_pruning(result)
+    console.print(f"saved -> {path}")
 
 
 QUICKSTART = "quickstart.toml"

@@ -94,6 +94,26 @@ class PruningResult:
                 and row.method == method and row.accuracy.diff_high >= 0.0]
         return max(wins) if wins else None
 
+    def merged_into(self, earlier: PruningResult) -> PruningResult:
+        """This result added to an ``earlier`` one of the same experiment and seeds: rows of
+        other methods, ratios or transfer modes are kept, this run's rows replace equal ones
+        (retraining is content-addressed, so equal rows hold the same models)."""
+        if earlier.seeds != self.seeds:
+            raise ConfigError(
+                f"the saved pruning result used --seeds {earlier.seeds}, this run {self.seeds};"
+                " rows with different seeds cannot share one reference. Pass --output to save"
+                " elsewhere, or rerun with the saved number of seeds."
+            )
+        mine = {(row.transfer, row.method, row.ratio) for row in self.rows}
+        rows = [row for row in earlier.rows if (row.transfer, row.method, row.ratio) not in mine]
+        return PruningResult(
+            self.seeds, sorted({*earlier.ratios, *self.ratios}),
+            {**earlier.reference, **self.reference}, rows + self.rows,
+            {**earlier.pruned_classes, **self.pruned_classes},
+            {**earlier.methods, **self.methods},
+            {**earlier.timing, **self.timing, "score_seconds": {
+                **earlier.timing.get("score_seconds", {}), **self.timing.get("score_seconds", {})}})
+
     def save(self, path: str | Path) -> None:
         """Write JSON atomically."""
         write_json(path, asdict(self))

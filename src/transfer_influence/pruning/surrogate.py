@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,7 @@ def train_surrogate(plan: SweepPlan, *, quiet: bool = True) -> Surrogate:
     start = time.perf_counter()
     (model,) = pretrain_group(model_config.name, plan.data.source, everything, unit="class",
                               seeds=[seed], recipe=recipe, model_options=model_config.options,
-                              progress=not quiet)
+                              progress=not quiet and sys.stderr.isatty())
     seconds = time.perf_counter() - start
     with atomic_open(path, "wb") as file:
         torch.save({"state_dict": model.state_dict(), "train_seconds": seconds}, file)
