@@ -162,6 +162,14 @@ def test_diagnose_says_pure_noise_needs_more_models(tmp_path: Path):
     result = invoke("diagnose", config_path, "--replicates", "30")
     assert result.exit_code == 0, result.output
     assert "Train more models" in result.output
+    # The exact steps to get there (noise fails several checks: four times the models), and
+    # following them grows the store, keeping the models already trained.
+    assert (f"set num_models = 1200 in the [sweep] table of {config_path} and run:\n"
+            f"  transfer-influence run {config_path}\n") in result.output
+    config_path.write_text(config_path.read_text().replace("num_models = 300",
+                                                           "num_models = 1200"))
+    assert invoke("init", config_path).exit_code == 0
+    assert SweepStore.open(tmp_path / "sweep.zarr").status() == (300, 1200)
     saved = json.loads((tmp_path / "sweep.zarr.diagnostics-prob_correct.json").read_text())
     assert abs(saved["metrics"]["held-out LDS (ridge datamodel)"]) < 0.1
     assert saved["needs_more_models"] is True

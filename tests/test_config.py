@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from transfer_influence.config import load_config, parse_config
+from transfer_influence.config import ExperimentConfig, load_config, parse_config
 from transfer_influence.errors import ConfigError
+from transfer_influence.training.recipe import TrainRecipe
 
 BASE = {
     "data": {"suite": "planted", "options": {"n_per_class": 20}},
@@ -53,12 +54,37 @@ def test_suite_and_explicit_datasets_are_exclusive():
         parse_config(raw)
 
 
-def test_hash_ignores_store_and_group_size_but_not_results():
+def test_hash_ignores_store_group_size_and_num_models_but_not_results():
     base = parse_config(_with()).config_hash()
     assert parse_config(_with(sweep__store="elsewhere.zarr")).config_hash() == base
     assert parse_config(_with(sweep__group_size=3)).config_hash() == base
+    assert parse_config(_with(sweep__num_models=800)).config_hash() == base  # a sweep grows
     assert parse_config(_with(sweep__seed=1)).config_hash() != base
     assert parse_config(_with(pretrain__lr=0.2)).config_hash() != base
+    assert parse_config(_with(transfer__l2=0.5)).config_hash() != base
+
+
+def test_hash_ignores_settings_left_at_their_default():
+    base = parse_config(_with()).config_hash()
+    spelled_out = _with(sweep__alpha=0.5, pretrain__batch_size=256, pretrain__hflip=False)
+    spelled_out["transfer"] = {"mode": "fixed_feature", "l2": 1e-3}
+    assert parse_config(spelled_out).config_hash() == base
+    assert parse_config(_with(pretrain__batch_size=128)).config_hash() != base
+
+
+def test_a_new_option_with_a_default_keeps_existing_hashes():
+    """An option added later (here to a nested table) leaves the hash of every config that does
+    not set it unchanged, so stores written before it existed still open."""
+    class NewRecipe(TrainRecipe):
+        new_option: float = 0.0
+
+    class NewExperiment(ExperimentConfig):
+        pretrain: NewRecipe
+
+    raw = _with()
+    assert NewExperiment.model_validate(raw).config_hash() == parse_config(raw).config_hash()
+    changed = NewExperiment.model_validate(_with(pretrain__new_option=0.3)).config_hash()
+    assert changed != parse_config(raw).config_hash()
 
 
 def test_load_config_errors_are_clear(tmp_path: Path):

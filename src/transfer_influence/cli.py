@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -237,7 +238,23 @@ def diagnose(
     console.print(table)
     for line in summary.verdict:
         console.print(line)
+    total = diagnostics.recommended_models(lds)
+    if total is not None:
+        console.print(_grow_hint(config, experiment, total, store), markup=False,
+                      highlight=False)
     console.print(f"saved -> {path}")
+
+
+def _grow_hint(config: Path, experiment: ExperimentConfig, total: int, store: SweepStore) -> str:
+    """The exact steps to reach ``total`` models: raise num_models and rerun; the store grows
+    and keeps every model already trained."""
+    command = f"transfer-influence run {shlex.quote(str(config))}"
+    if total <= experiment.sweep.num_models:
+        return (f"To reach {total} models, finish the sweep ({store.num_completed} of"
+                f" {experiment.sweep.num_models} done): {command}")
+    return (f"To reach {total} models, set num_models = {total} in the [sweep] table of"
+            f" {config} and run:\n  {command}\n(the store grows; its {store.num_completed}"
+            " trained models are kept)")
 
 
 def _top_table(result: InfluenceResult, k: int, target_class: str | None,

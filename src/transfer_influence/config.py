@@ -4,7 +4,8 @@ One :class:`ExperimentConfig` says everything that determines a sweep's results:
 target data, which model, how to pretrain, how to transfer, and how the sweep draws its subsets.
 Its :meth:`~ExperimentConfig.config_hash` stamps the result store, so a store can never be
 resumed or read under a configuration that did not write it. Where results are written
-(``store``) and how the work is scheduled (``group_size``) do not enter the hash.
+(``store``), how the work is scheduled (``group_size``) and how many models the sweep trains
+(``num_models``: a sweep grows) do not enter the hash, nor does any setting left at its default.
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ class TransferConfig(_Strict):
 
 class SweepConfig(_Strict):
     """The sweep: ``num_models`` models, each pretrained on a random ``alpha`` fraction of the
-    source ``unit``s (classes or examples); model *i*'s subset depends only on ``(seed, i)``.
+    source ``unit``s (classes or examples); model *i*'s subset depends only on ``(seed, i)``,
+    so raising ``num_models`` later extends an existing store (lowering it is refused).
 
     ``group_size`` models are trained per call of the group trainer; ``store`` is the result
     store's path or fsspec URL (relative paths are relative to the config file).
@@ -183,14 +185,25 @@ class ExperimentConfig(_Strict):
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def config_hash(self) -> str:
-        """sha256 (16 hex digits) of every setting that changes results.
+        """sha256 (16 hex digits) of every setting that changes the results of model *i*.
 
-        Excludes the store location, the group size (a scheduling choice), ``name`` and
-        ``prune`` (pruning settings change no sweep model).
+        Two rules keep existing stores valid as the project and the sweep evolve:
+
+        - ``num_models`` is left out: model *i*'s subset and seed depend only on
+          ``(sweep.seed, i)``, so a store can grow to more models (``transfer-influence run``
+          extends it) without changing any model already trained. The store location, the
+          group size (a scheduling choice), ``name`` and ``prune`` (pruning settings change no
+          sweep model) are left out too.
+        - Every setting equal to its default is left out (pydantic ``exclude_defaults``, applied
+          at every nesting level; a table left entirely at its defaults vanishes), so adding a new
+          option *with a default that reproduces the old behaviour* never changes the hash of
+          existing configs. The converse duty: never change an existing default, since stores
+          written under the old default would then be read as if made under the new one.
         """
-        payload = self.model_dump(mode="json", exclude={"name", "base_dir", "prune"})
-        payload["sweep"].pop("store")
-        payload["sweep"].pop("group_size")
+        payload = self.model_dump(mode="json", exclude={"name", "base_dir", "prune"},
+                                  exclude_defaults=True)
+        for key in ("num_models", "store", "group_size"):
+            payload["sweep"].pop(key, None)
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -13,7 +13,7 @@ import pytest
 from transfer_influence.config import load_config
 from transfer_influence.errors import StoreError
 from transfer_influence.sweep.plan import SweepPlan
-from transfer_influence.sweep.runners import run_local, run_shard
+from transfer_influence.sweep.runners import init_store, run_local, run_shard
 from transfer_influence.sweep.store import SweepStore
 
 from .conftest import write_sweep_config
@@ -95,6 +95,36 @@ def test_array_job_shards_write_the_same_store(tmp_path: Path, tiny_config: Path
     for worker in workers:
         assert worker.wait(timeout=300) == 0, worker.stderr.read().decode()
     _assert_same_store(SweepStore.open(tmp_path / "sharded.zarr"), reference)
+
+
+def test_grown_store_equals_a_sweep_run_at_the_larger_size(tmp_path: Path):
+    """64 models grown to 128, by `run` and by `init` + array-job workers, equal a 128-model
+    sweep from scratch bit for bit; shrinking or changing another setting is refused."""
+    def config(store: str, num_models: int, epochs: int = 1) -> Path:
+        return write_sweep_config(tmp_path, store=store, num_models=num_models, group_size=8,
+                                  epochs=epochs)
+
+    fresh = run_local(load_config(config("fresh.zarr", 128)), quiet=True)
+    run_local(load_config(config("by_run.zarr", 64)), quiet=True)
+    small = SweepStore.open(tmp_path / "by_run.zarr")
+    assert small.status() == (64, 64)
+    before = small.read_outputs().correct_logit
+    grown = run_local(load_config(config("by_run.zarr", 128)), quiet=True)
+    _assert_same_store(grown, fresh)
+    np.testing.assert_array_equal(grown.read_outputs(np.arange(64)).correct_logit, before)
+
+    run_local(load_config(config("by_workers.zarr", 64)), quiet=True)
+    init_store(load_config(config("by_workers.zarr", 128)))
+    assert SweepStore.open(tmp_path / "by_workers.zarr").status() == (64, 128)
+    for shard in range(2):
+        run_shard(load_config(config("by_workers.zarr", 128)), shard, 2, quiet=True)
+    _assert_same_store(SweepStore.open(tmp_path / "by_workers.zarr"), fresh)
+
+    with pytest.raises(StoreError, match="cannot shrink to 100; set num_models >= 128"):
+        run_local(load_config(config("by_run.zarr", 100)), quiet=True)
+    with pytest.raises(StoreError, match="another configuration"):
+        run_local(load_config(config("by_run.zarr", 256, epochs=2)), quiet=True)
+    assert SweepStore.open(tmp_path / "by_run.zarr").status() == (128, 128)
 
 
 def test_shard_arguments_are_validated(tiny_config: Path):

@@ -94,10 +94,47 @@ def test_open_or_create_resumes_and_checks_shapes(tmp_path):
     write(first, [2])
     resumed = SweepStore.open_or_create(path, **spec())
     assert resumed.completed()[2] and resumed.num_completed == 1
-    with pytest.raises(StoreError, match="num_models"):
-        SweepStore.open_or_create(path, **spec(num_models=MODELS + 1))
+    with pytest.raises(StoreError, match=f"cannot shrink to {MODELS - 1}"):
+        SweepStore.open_or_create(path, **spec(num_models=MODELS - 1))
     with pytest.raises(StoreError, match="fingerprints"):
         SweepStore.open_or_create(path, **spec(fingerprints={"source": "new"}))
+
+
+def test_grow_keeps_models_and_one_model_per_chunk(tmp_path):
+    path = tmp_path / "sweep.zarr"
+    store = SweepStore.create(path, **spec(store_logits_classes=CLASSES))
+    for i in [1, 4]:
+        mask, outputs, logits = fake_model(i)
+        store.write_model(i, mask, outputs, logits=logits)
+    grown = SweepStore.open_or_create(path, **spec(num_models=MODELS + 3,
+                                                   store_logits_classes=CLASSES))
+    assert grown.status() == (2, MODELS + 3)
+    assert grown.missing().tolist() == [0, 2, 3, 5, 6, 7, 8]
+    np.testing.assert_array_equal(grown.read_logits([4]), fake_model(4)[2])
+    group = zarr.open_group(str(path), mode="r")
+    for name in ["masks", "completed", "finished_at", *(f"outputs/{f}" for f in FIELDS),
+                 "outputs/logits"]:
+        assert group[name].shape[0] == MODELS + 3 and group[name].chunks[0] == 1, name
+    mask, outputs, logits = fake_model(MODELS + 2)
+    grown.write_model(MODELS + 2, mask, outputs, logits=logits)
+    assert SweepStore.open(path).completed().tolist() == [False, True, False, False, True,
+                                                           False, False, False, True]
+
+
+def test_grow_interrupted_before_its_attribute_is_safe_to_rerun(tmp_path):
+    path = tmp_path / "sweep.zarr"
+    write(SweepStore.create(path, **spec()), [0, 5])
+    group = zarr.open_group(str(path), mode="r+")
+    for name in ["masks", "completed"]:  # a crash after resizing two arrays
+        group[name].resize((MODELS + 4, *group[name].shape[1:]))
+    interrupted = SweepStore.open(path)
+    assert interrupted.status() == (2, MODELS) and interrupted.completed().size == MODELS
+    assert [chunk.indices.tolist() for chunk in interrupted.iter_completed_chunks()] == [[0, 5]]
+    grown = SweepStore.open_or_create(path, **spec(num_models=MODELS + 4))
+    assert grown.status() == (2, MODELS + 4)
+    assert zarr.open_group(str(path), mode="r")["outputs/logsumexp"].shape[0] == MODELS + 4
+    write(grown, [MODELS + 3])
+    assert SweepStore.open(path).missing().tolist() == [1, 2, 3, 4, 6, 7, 8]
 
 
 def test_half_written_model_is_missing_and_rewritten(tmp_path):

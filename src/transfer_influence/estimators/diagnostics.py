@@ -903,6 +903,22 @@ class Diagnostics:
         """Whether :meth:`verdict` asks for more models."""
         return bool(self._problems(lds))
 
+    def recommended_models(self, lds: float | None = None) -> int | None:
+        """Total models :meth:`verdict` asks for (None when the current ones are enough):
+        ``m +`` :meth:`models_needed` when only the signal-to-noise ratio falls short and can be
+        extrapolated, else ``4 m``."""
+        problems = self._problems(lds)
+        if not problems:
+            return None
+        if self._snr_only(problems):
+            return self.num_models + self.models_needed()
+        return 4 * self.num_models
+
+    def _snr_only(self, problems: list[str]) -> bool:
+        """Whether the only problem is a signal-to-noise ratio that can be extrapolated."""
+        return (len(problems) == 1 and self.signal_to_noise() < MIN_SIGNAL_TO_NOISE
+                and self.models_needed() is not None)
+
     def verdict(self, lds: float | None = None) -> list[str]:
         """A short verdict in words: the first line says whether to train more models (and
         about how many), the others give the numbers behind it.
@@ -920,9 +936,7 @@ class Diagnostics:
         """
         m = self.num_models
         problems = self._problems(lds)
-        snr_only = (len(problems) == 1 and self.signal_to_noise() < MIN_SIGNAL_TO_NOISE
-                    and self.models_needed() is not None)
-        if snr_only:
+        if self._snr_only(problems):
             more = self.models_needed()
             summary = (
                 f"Train more models: about {more} more ({m + more} in total) before trusting"

@@ -25,6 +25,12 @@ Atomicity. A model counts only once its ``completed`` flag is set, and that flag
 own chunk written *after* all of the model's data chunks. A writer that dies in between leaves
 data without a flag: the model is reported by :meth:`SweepStore.missing` and is simply written
 again on resume. Readers only ever see completed models.
+
+Growth. A sweep grows to more models (:meth:`SweepStore.grow`): every per-model array is resized
+along the models axis (still one model per chunk; the new rows read as fill values, i.e. not
+completed), and only then is the ``num_models`` attribute, which readers trust for the number of
+models, rewritten in one atomic metadata write. A crash in between leaves some arrays longer than
+``num_models``; they are never read past it, and growing again completes the resize.
 """
 
 from __future__ import annotations
@@ -103,6 +109,7 @@ class SweepStore:
         self._logits = group["outputs/logits"] if "logits" in group["outputs"] else None
         self._completed = group["completed"]
         self._finished_at = group["finished_at"]
+        self._num_models = int(attrs["num_models"])
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -230,7 +237,8 @@ class SweepStore:
         store_logits_classes: int | None = None,
     ) -> SweepStore:
         """Resume a sweep: open the store at ``path`` if it exists, checking that it belongs to
-        this configuration and has the expected shapes; otherwise create it.
+        this configuration and has the expected shapes, and :meth:`grow` it when ``num_models``
+        is larger than the store's; otherwise create it.
 
         Create the store once (e.g. in the driver) before starting concurrent writers: two
         processes creating the same store at the same instant may see each other's partial
@@ -247,7 +255,6 @@ class SweepStore:
                 fingerprints=fingerprints, store_logits_classes=store_logits_classes,
             )
         expected = {
-            "num_models": int(num_models),
             "unit names": [str(name) for name in unit_names],
             "target class names": [str(name) for name in target_class_names],
             "target labels": np.asarray(target_labels).tolist(),
@@ -255,7 +262,6 @@ class SweepStore:
             "dataset fingerprints": {str(k): str(v) for k, v in fingerprints.items()},
         }
         found = {
-            "num_models": store.num_models,
             "unit names": store.unit_names,
             "target class names": store.target_class_names,
             "target labels": store.target_labels.tolist(),
@@ -269,7 +275,34 @@ class SweepStore:
                     " the data or code changed since it was written. Use a new store path or"
                     " delete the old store."
                 )
+        store.grow(num_models)
         return store
+
+    def grow(self, num_models: int) -> None:
+        """Extend the store to ``num_models`` models; the new ones are missing until written.
+
+        Models already written are untouched (model *i* depends only on the sweep seed and *i*),
+        so a grown store finished by a resumed sweep equals a sweep run at the larger size from
+        the start. Equal ``num_models`` is a no-op; fewer is refused (:class:`StoreError`). Safe
+        to rerun after a crash (see the module docstring). Grow before starting concurrent
+        writers (``transfer-influence init``), as with creation.
+        """
+        num_models = int(num_models)
+        if num_models < self.num_models:
+            raise StoreError(
+                f"the store at {self.path} already has {self.num_models} models' rows"
+                f" ({self.num_completed} completed) and cannot shrink to {num_models}; set"
+                f" num_models >= {self.num_models} in the [sweep] table (estimators use the"
+                " completed models, however many), or use a new store path."
+            )
+        if num_models == self.num_models:
+            return
+        arrays = [self._masks, self._completed, self._finished_at, *self._outputs.values()]
+        for array in arrays + ([self._logits] if self._logits is not None else []):
+            array.resize((num_models, *array.shape[1:]))  # chunks stay one model each
+        # Last, in one atomic metadata write: from here on readers see the new size.
+        self._group.attrs["num_models"] = num_models
+        self._attrs["num_models"] = self._num_models = num_models
 
     # ----------------------------------------------------------------- metadata
     @property
@@ -309,8 +342,8 @@ class SweepStore:
 
     @property
     def num_models(self) -> int:
-        """Number of models the sweep trains."""
-        return int(self._masks.shape[0])
+        """Number of models the sweep trains (rows of every per-model array that are read)."""
+        return self._num_models
 
     @property
     def num_units(self) -> int:
@@ -330,7 +363,7 @@ class SweepStore:
     # ----------------------------------------------------------------- progress
     def completed(self) -> np.ndarray:
         """bool ``[models]``: which models are fully written."""
-        return np.asarray(self._completed[:], dtype=bool)
+        return np.asarray(self._completed[: self.num_models], dtype=bool)
 
     def missing(self) -> np.ndarray:
         """int64 indices of models still to train (never written, or interrupted)."""
@@ -344,7 +377,7 @@ class SweepStore:
     def recent_rate(self, window: int = 64) -> float | None:
         """Models finished per second over the last ``window`` completed models (None until two
         distinct finish times exist); what ``transfer-influence status`` bases its ETA on."""
-        finished = np.asarray(self._finished_at[:], dtype=np.float64)
+        finished = np.asarray(self._finished_at[: self.num_models], dtype=np.float64)
         times = np.sort(finished[self.completed() & np.isfinite(finished)])[-window:]
         if times.size < 2 or times[-1] <= times[0]:
             return None
