@@ -10,6 +10,7 @@ from transfer_influence.analysis import FailureDebug, LabelProjection
 from transfer_influence.data.images import LabeledImages
 from transfer_influence.data.synthetic import planted_transfer_problem
 from transfer_influence.estimators.result import InfluenceResult
+from transfer_influence.pruning import Accuracy, PruningResult, RatioRow
 from transfer_influence.report import (
     ConvergenceSeries,
     CounterfactualCurve,
@@ -26,6 +27,7 @@ MISSING = {
     "No label projections": "transfer-influence project planted.toml",
     "No debugged failures": "transfer-influence debug planted.toml",
     "No diagnostics": "transfer-influence diagnose planted.toml",
+    "No pruning results": "transfer-influence prune planted.toml",
 }
 """Messages of missing sections, with the commands they suggest (config ``planted.toml``)."""
 
@@ -89,8 +91,33 @@ def planted_inputs(*, sections: bool, rename_harmful: str | None = None,
         failures=[FailureDebug(3, target.class_names[0], target.class_names[2], harmful, -0.05,
                                10, baseline_correct=0.2, fixed_by_removal=0.6,
                                fixed_by_random=0.1)],
+        pruning=planted_pruning(source),
         diagnostics=DiagnosticsSection(
             {"held-out LDS": 0.41, "split-half agreement": 0.83, "knockoff FDR (top 5)": 0.1},
             ("estimates have converged: mean SE falls like 1/sqrt(models)",),
             ConvergenceSeries((8, 16, 32, 64), (0.08, 0.057, 0.04, 0.028))),
     )
+
+
+def _accuracy(per_seed: list[float], reference: list[float]) -> Accuracy:
+    return Accuracy.of(np.array(per_seed), np.array(reference))
+
+
+def planted_pruning(source: LabeledImages) -> PruningResult:
+    """A pruning result over ``source``'s classes: LM wins at 0.5, random at no ratio."""
+    reference = [0.80, 0.82, 0.78]
+    rows = [RatioRow("fixed_feature", "lm", 0.25, 2, 0.75, _accuracy([0.81, 0.83, 0.79],
+                                                                     reference)),
+            RatioRow("fixed_feature", "lm", 0.5, 4, 0.5, _accuracy([0.80, 0.83, 0.78],
+                                                                   reference)),
+            RatioRow("fixed_feature", "random", 0.25, 2, 0.75, _accuracy([0.70, 0.71, 0.69],
+                                                                         reference)),
+            RatioRow("fixed_feature", "random", 0.5, 4, 0.5, _accuracy([0.60, 0.62, 0.59],
+                                                                       reference))]
+    return PruningResult(
+        seeds=3, ratios=[0.25, 0.5], reference={"fixed_feature": _accuracy(reference, reference)},
+        rows=rows, pruned_classes={"lm": {"0.5": list(source.class_names[:4])}},
+        methods={"lm": {}, "random": {}},
+        timing={"surrogate_seconds": 1.5, "score_seconds": {"lm": 0.01, "random": 0.0},
+                "full_model_seconds": 2.0, "sweep_model_seconds": 1.0, "sweep_seconds": 64.0,
+                "pruned_model_seconds": {"0.25": 1.5, "0.5": 1.0}, "timed_method": "lm"})

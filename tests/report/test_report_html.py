@@ -77,6 +77,16 @@ def test_full_report_shows_every_section_and_the_standard_errors(full_html):
         assert text in full_html
 
 
+def test_pruning_section_shows_winning_ratios_pruned_classes_and_costs(full_html):
+    section = full_html.split('<section id="pruning">')[1].split("</section>")[0]
+    assert "<b>lm</b> 0.5, <b>random</b> none" in section
+    pruned = planted_inputs(sections=True).pruning.pruned_classes["lm"]["0.5"]
+    for name in pruned:
+        assert f'alt="sample images of {name}"' in section
+    assert "surrogate training (once)" in section and ">64<" in section
+    assert section.count("<tr><td>random</td>") == 2
+
+
 def test_rankings_agree_with_the_influence_result(full_html):
     result = planted_inputs(sections=True).influence
     tables = full_html.split('<table class="ranking">')[1:]

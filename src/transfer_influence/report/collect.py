@@ -18,6 +18,7 @@ from ..config import ExperimentConfig
 from ..counterfactual.experiment import CounterfactualResult
 from ..estimators.diagnostics import DiagnosticsSummary
 from ..estimators.result import InfluenceResult
+from ..pruning.experiment import PruningResult
 from ..sweep.plan import SweepPlan
 from ..sweep.store import SweepStore
 from .html import build_report
@@ -89,6 +90,7 @@ def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: Influen
     if influence.heldout_lds is not None:
         summary["held-out LDS"] = f"{influence.heldout_lds:.3f}"
     diagnostics = saved_diagnostics(config, influence)
+    pruning_path = config.artifact_path("prune.json")
     return ReportInputs(
         title=f"transfer-influence report: {config.name}",
         influence=influence,
@@ -102,6 +104,7 @@ def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: Influen
         diagnostics=diagnostics_section(diagnostics),
         overall_se=None if diagnostics is None else np.asarray(diagnostics.se_overall),
         per_class_se=None if diagnostics is None else np.asarray(diagnostics.se_per_class),
+        pruning=PruningResult.load(pruning_path) if pruning_path.exists() else None,
     )
 
 

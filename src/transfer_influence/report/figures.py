@@ -19,6 +19,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
+from ..pruning.experiment import PruningResult
 from .inputs import ConvergenceSeries, CounterfactualSection
 
 DPI = 110
@@ -89,6 +90,32 @@ def counterfactual_png(section: CounterfactualSection) -> bytes:
     axes.set_xlabel("source units removed (k)")
     where = section.target_class or "all target classes"
     axes.set_ylabel(f"target accuracy ({_label(where)})")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    return _png(figure)
+
+
+def pruning_png(result: PruningResult, transfer: str) -> bytes:
+    """Target accuracy against the pruning ratio, one line per method with its 95% interval
+    shaded, and the no-pruning reference as a horizontal line and grey band (the paper's
+    Fig. 4)."""
+    figure = Figure(figsize=(7.5, 4.0), dpi=DPI, layout="constrained")
+    axes = figure.add_subplot()
+    reference = result.reference[transfer]
+    axes.axhspan(reference.low, reference.high, color="0.85", zorder=0,
+                 label="no pruning, 95% interval")
+    axes.axhline(reference.mean, color="0.35", linestyle="--", linewidth=1.2,
+                 label=f"no pruning {reference.mean:.3f}")
+    rows = [row for row in result.rows if row.transfer == transfer]
+    for method in dict.fromkeys(row.method for row in rows):
+        points = sorted((row.ratio, row.accuracy) for row in rows if row.method == method)
+        ratios = [ratio for ratio, _ in points]
+        (line,) = axes.plot(ratios, [a.mean for _, a in points], marker="o", linewidth=1.8,
+                            label=_label(method))
+        axes.fill_between(ratios, [a.low for _, a in points], [a.high for _, a in points],
+                          color=line.get_color(), alpha=0.18, linewidth=0)
+    axes.set_xlabel("pruning ratio (fraction of the source units removed)")
+    axes.set_ylabel(f"target accuracy ({_label(transfer)})")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="best")
     return _png(figure)

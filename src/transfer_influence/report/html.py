@@ -18,7 +18,7 @@ import numpy as np
 from ..atomic import atomic_open
 from ..data.images import LabeledImages
 from ..errors import DataError
-from .figures import convergence_png, counterfactual_png, heatmap_png
+from .figures import convergence_png, counterfactual_png, heatmap_png, pruning_png
 from .images import class_samples, grid_data_uri, png_data_uri, unit_samples
 from .inputs import ReportInputs
 
@@ -176,6 +176,34 @@ class _Page:
         return {"section": section,
                 "figure": None if curve is None else png_data_uri(convergence_png(curve))}
 
+    def pruning(self) -> dict | None:
+        """Per transfer mode: the accuracy-against-ratio figure, the rows and each method's
+        winning ratio; the pruned classes of class-level methods with sample images; times."""
+        result = self.inputs.pruning
+        if result is None:
+            return None
+        transfers = []
+        for transfer, reference in result.reference.items():
+            rows = [row for row in result.rows if row.transfer == transfer]
+            methods = list(dict.fromkeys(row.method for row in rows))
+            transfers.append({
+                "name": transfer, "figure": png_data_uri(pruning_png(result, transfer)),
+                "reference": reference, "reference_interval": _interval(reference.low,
+                                                                        reference.high),
+                "rows": [{"row": row, "interval": _interval(row.accuracy.low,
+                                                            row.accuracy.high),
+                          "diff": _interval(row.accuracy.diff_low, row.accuracy.diff_high)}
+                         for row in rows],
+                "winning": [(method, result.winning_ratio(transfer, method))
+                            for method in methods],
+            })
+        pruned = [{"method": method, "ratio": ratio,
+                   "classes": self.rows([(name, 0.0) for name in names], None)}
+                  for method, by_ratio in result.pruned_classes.items()
+                  for ratio, names in by_ratio.items()]
+        return {"transfers": transfers, "pruned": pruned, "timing": result.timing,
+                "seeds": result.seeds}
+
     def facts(self) -> list[tuple[str, str]]:
         source, target, result = self.inputs.source, self.inputs.target_test, self.result
         return [
@@ -202,6 +230,7 @@ class _Page:
             "projections": self.projections(),
             "failures": self.failures(),
             "diagnostics": self.diagnostics(),
+            "pruning": self.pruning(),
             "config": inputs.config_hint,
         }
 

@@ -20,6 +20,7 @@ from ..counterfactual.experiment import CounterfactualResult
 from ..data.images import LabeledImages
 from ..errors import DataError
 from ..estimators.result import InfluenceResult
+from ..pruning.experiment import PruningResult
 
 CURVE_NAMES = {
     "bottom": "remove bottom (most harmful)",
@@ -167,6 +168,7 @@ class ReportInputs:
         per_class_se: ``[units, target classes]`` standard errors of ``influence.per_class()``.
         counterfactual, diagnostics: optional analysis sections.
         projections, failures: optional results of ``project_labels`` / ``debug_failures``.
+        pruning: an optional result of ``run_pruning`` (``transfer-influence prune``).
     """
 
     title: str
@@ -181,6 +183,7 @@ class ReportInputs:
     projections: Sequence[LabelProjection] | None = None
     failures: Sequence[FailureDebug] | None = None
     diagnostics: DiagnosticsSection | None = None
+    pruning: PruningResult | None = None
 
     def __post_init__(self) -> None:
         result, target = self.influence, self.target_test
