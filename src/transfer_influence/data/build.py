@@ -10,7 +10,7 @@ from .formats import load_cifar_pickle, load_image_folder, load_mnist_idx, load_
 from .images import LabeledImages, select_classes
 from .ops import combine, resize, sample_per_class, to_channels
 from .registry import load_dataset
-from .suites import TransferData, fashion_digits_suite, split_fashion_suite
+from .suites import TransferData, fashion_digits_suite, many_class_suite, split_fashion_suite
 from .synthetic import planted_transfer_problem
 
 
@@ -56,6 +56,7 @@ def build_transfer_data(config: DataConfig, *, base_dir: Path = Path(".")) -> Tr
         builders = {
             "fashion_digits": fashion_digits_suite,
             "split_fashion": split_fashion_suite,
+            "many_class": many_class_suite,
             "planted": lambda seed, **options: planted_transfer_problem(seed, **options)[0],
         }
         try:
