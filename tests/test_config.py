@@ -6,8 +6,10 @@ import pytest
 
 from transfer_influence.config import ExperimentConfig, load_config, parse_config
 from transfer_influence.errors import ConfigError
+from transfer_influence.sweep.plan import SweepPlan
 from transfer_influence.training.recipe import TrainRecipe
 
+EXAMPLES = Path(__file__).parents[1] / "examples"
 BASE = {
     "data": {"suite": "planted", "options": {"n_per_class": 20}},
     "model": {"name": "mlp", "options": {"width": 32}},
@@ -103,3 +105,15 @@ def test_relative_store_resolves_against_the_config_folder(tmp_path: Path):
         '[sweep]\nnum_models = 4\nstore = "out/s.zarr"\n'
     )
     assert load_config(path).store_path() == str(tmp_path / "out" / "s.zarr")
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.stem)
+def test_example_configs_load(path: Path):
+    config = load_config(path)
+    assert config.sweep.num_models >= 64 and not Path(config.sweep.store).is_absolute()
+
+
+def test_many_class_example_has_262_units():
+    config = load_config(EXAMPLES / "many_class.toml")
+    plan = SweepPlan.from_config(config)
+    assert len(plan.unit_names) == 262 and plan.data.target_test.num_classes == 10

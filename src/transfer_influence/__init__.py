@@ -24,6 +24,7 @@ from .data import (
     TransferData,
     fashion_digits_suite,
     load_dataset,
+    many_class_suite,
     planted_transfer_problem,
     split_fashion_suite,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "fit_ridge",
     "load_config",
     "load_dataset",
+    "many_class_suite",
     "output_variant",
     "parse_config",
     "planted_transfer_problem",

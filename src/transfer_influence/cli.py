@@ -276,9 +276,9 @@ def _top_table(result: InfluenceResult, k: int, target_class: str | None,
 def _print_top(entry: dict) -> None:
     table = Table(title=f"target class {entry['target_class']} "
                         f"({entry['variant']}, {entry['num_models']} models)")
-    table.add_column("most helpful")
+    table.add_column("most helpful", overflow="fold")  # long unit names wrap, never cut
     table.add_column("influence", justify="right")
-    table.add_column("most harmful")
+    table.add_column("most harmful", overflow="fold")
     table.add_column("influence", justify="right")
     def score(item: dict) -> str:
         return f"{item['score']:+.4f}" + ("" if item["se"] is None else f" ± {item['se']:.4f}")

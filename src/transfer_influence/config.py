@@ -65,14 +65,16 @@ class DataConfig(_Strict):
     """Source and target data: a built-in suite, or explicit datasets.
 
     Suites are the experiments suggested in the shipped data's MANIFEST (``fashion_digits``,
-    ``split_fashion``) and a planted synthetic problem with known helpful/harmful classes
-    (``planted``) or with known related and unrelated source classes for pruning
-    (``planted_pruning``); ``options`` go to the suite builder. Without a suite, ``source`` lists
+    ``split_fashion``, ``many_class`` with 262 source classes), a planted synthetic problem with
+    known helpful/harmful classes (``planted``) and one with known related and unrelated source
+    classes for pruning (``planted_pruning``); ``options`` go to the suite builder. Without a
+    suite, ``source`` lists
     datasets combined into one source (class names prefixed), ``target_train``/``target_test``
     give the target; images are resized to ``image_size`` and converted to ``channels``.
     """
 
-    suite: Literal["fashion_digits", "split_fashion", "planted", "planted_pruning"] | None = None
+    suite: Literal["fashion_digits", "split_fashion", "many_class", "planted",
+                   "planted_pruning"] | None = None
     options: dict[str, Any] = Field(default_factory=dict)
     seed: int = 0
     source: list[DatasetSpec] = Field(default_factory=list)

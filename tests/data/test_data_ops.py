@@ -8,6 +8,7 @@ import pytest
 from transfer_influence.data import (
     LabeledImages,
     combine,
+    invert,
     rename,
     resize,
     sample_per_class,
@@ -77,3 +78,11 @@ def test_sample_per_class():
     assert picked.class_names == ("2", "0")
     with pytest.raises(DataError, match="fewer.*at most 5"):
         sample_per_class(ds, 6, seed=0)
+
+
+def test_invert_flips_polarity_and_keeps_labels():
+    ds = LabeledImages(np.array([[[[0, 255], [10, 200]]]], np.uint8), [0], ("a",), "ink")
+    flipped = invert(ds)
+    np.testing.assert_array_equal(flipped.images, [[[[255, 0], [245, 55]]]])
+    assert flipped.class_names == ("a",) and flipped.name == "ink"
+    np.testing.assert_array_equal(invert(flipped).images, ds.images)

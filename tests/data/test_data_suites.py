@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -9,9 +11,11 @@ from transfer_influence.data import (
     LabeledImages,
     TransferData,
     fashion_digits_suite,
+    many_class_suite,
     planted_transfer_problem,
     split_fashion_suite,
 )
+from transfer_influence.data.formats import FASHION_MNIST_CLASSES
 from transfer_influence.errors import DataError
 
 
@@ -44,6 +48,36 @@ def test_split_fashion_suite():
     assert (len(data.target_train), len(data.target_test)) == (100, 5000)
     with pytest.raises(DataError, match="lower n_per_class"):
         split_fashion_suite(digits_per_class=900)
+
+
+OMNIGLOT_ALPHABETS = {"Balinese", "Early_Aramaic", "Greek", "Korean", "Latin",
+                      "Japanese_(katakana)", "Sanskrit", "Tagalog"}  # small1 + small2
+
+
+def test_many_class_suite_classes_counts_and_seed():
+    options = {"omniglot_per_class": 4, "digits_per_class": 30, "fashion_per_class": 20,
+               "target_train_per_class": 5}
+    data = many_class_suite(seed=0, **options)
+    names = data.source.class_names
+    assert data.source.num_classes == 262 and data.source.image_shape == (1, 28, 28)
+    characters = [re.fullmatch(r"omniglot/(.+)/character(\d\d)", n) for n in names[:242]]
+    assert all(characters) and len(set(names[:242])) == 242
+    assert {m[1] for m in characters} == OMNIGLOT_ALPHABETS
+    assert names[242:252] == tuple(f"mnist/{d}" for d in range(10))
+    assert names[252:] == tuple(f"fashion/{c}" for c in FASHION_MNIST_CLASSES)
+    np.testing.assert_array_equal(data.source.class_counts(),
+                                  [4] * 242 + [30] * 10 + [20] * 10)
+    characters_images = data.source.images[data.source.labels < 242]
+    assert np.median(characters_images) == 0  # inverted: white strokes on black, like MNIST
+    # The target is the fashion_digits suite's, so mnist/<d> is the known relative of digit d.
+    digits = fashion_digits_suite(seed=0, target_train_per_class=5, source_per_class=2)
+    for split in ("target_train", "target_test"):
+        assert data.fingerprints()[split] == digits.fingerprints()[split]
+    assert many_class_suite(seed=0, **options).fingerprints() == data.fingerprints()
+    other = many_class_suite(seed=1, **options).fingerprints()
+    assert other["source"] != data.fingerprints()["source"]
+    with pytest.raises(DataError, match="lower n_per_class to at most 15"):
+        many_class_suite(omniglot_per_class=16)  # 15 train drawers per character
 
 
 def test_transfer_data_checks_shapes_and_classes():

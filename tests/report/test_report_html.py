@@ -14,6 +14,7 @@ from PIL import Image
 from transfer_influence.analysis import FailureDebug, LabelProjection
 from transfer_influence.counterfactual import ArmResult, CounterfactualResult
 from transfer_influence.errors import DataError
+from transfer_influence.estimators.result import InfluenceResult
 from transfer_influence.report import (
     CounterfactualCurve,
     CounterfactualSection,
@@ -21,6 +22,7 @@ from transfer_influence.report import (
     build_report,
     render_report,
 )
+from transfer_influence.report.html import group_influence, unit_groups
 
 from .cases import HOSTILE, MISSING, planted_inputs
 
@@ -134,6 +136,45 @@ def test_failed_write_leaves_no_temporary_file(tmp_path):
         build_report(planted_inputs(sections=False), target)  # cannot replace a directory
     assert [p.name for p in tmp_path.iterdir()] == ["a-directory"]
     assert list(target.iterdir()) == []
+
+
+def test_unit_groups_come_from_the_names():
+    characters = [f"omniglot/A{u % 3}/character{u:02d}" for u in range(30)]
+    others = ["mnist/3", "fashion/T-shirt/top", "loner"]
+    assert unit_groups(characters + others, 20) == (
+        [f"omniglot/A{u % 3}" for u in range(30)] + ["mnist", "fashion", "loner"])
+    assert unit_groups(characters[:10] + others, 20) == ["omniglot"] * 10 + [
+        "mnist", "fashion", "loner"]  # a small group is not split
+
+
+def test_many_units_add_a_group_heatmap_of_mean_influence():
+    """With more units than the heat-map shows, a second heat-map shows every unit by group;
+    its values are the groups' mean per-class scores (checked by brute force)."""
+    base = planted_inputs(sections=False)
+    target = base.target_test
+    names = [f"omniglot/A{u % 3}/character{u:02d}" for u in range(30)] + ["mnist/3", "mnist/4"]
+    rng = np.random.default_rng(1)
+    influence = rng.normal(0.0, 0.01, (len(names), len(target)))
+    influence[1::3] += 0.05  # group omniglot/A1 helps every target class
+    result = InfluenceResult(influence, names, np.asarray(target.labels),
+                             list(target.class_names), "prob_correct", 64,
+                             np.full(len(names), 32), np.full(len(names), 32))
+    per_class = result.per_class()
+    labels, means, counts = group_influence(per_class, names, 20)
+    assert labels[0] == "omniglot/A1" and sorted(labels) == ["mnist", "omniglot/A0",
+                                                             "omniglot/A1", "omniglot/A2"]
+    groups = np.array(unit_groups(names, 20))
+    for label, mean, count in zip(labels, means, counts):
+        np.testing.assert_allclose(mean, per_class[groups == label].mean(axis=0))
+        assert count == (groups == label).sum()
+
+    alt = "heat-map of mean influence per unit group"
+    html = render_report(ReportInputs(base.title, result, base.source,
+                                      target), heatmap_units=20)
+    assert alt in html and "All 32 units by group" in html
+    assert alt not in render_report(ReportInputs(base.title, result, base.source, target),
+                                    heatmap_units=40)  # every unit already shown
+    assert alt not in render_report(base)  # 8 units without groups
 
 
 def test_inputs_are_checked_against_the_influence_result():

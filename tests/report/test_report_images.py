@@ -7,7 +7,7 @@ import pytest
 
 from transfer_influence.data.images import LabeledImages
 from transfer_influence.errors import DataError
-from transfer_influence.report.figures import convergence_png, heatmap_png
+from transfer_influence.report.figures import _label, convergence_png, heatmap_png
 from transfer_influence.report.images import image_grid, unit_samples
 from transfer_influence.report.inputs import ConvergenceSeries
 
@@ -55,3 +55,9 @@ def test_figures_render_awkward_values_and_labels():
                        colorbar_label="x").startswith(PNG_MAGIC)
     assert convergence_png(ConvergenceSeries((10,), (0.1,))).startswith(PNG_MAGIC)
     assert convergence_png(ConvergenceSeries((0, 10), (0.0, 0.1))).startswith(PNG_MAGIC)
+
+
+def test_long_labels_keep_their_distinctive_end():
+    label = _label("omniglot/Early_Aramaic/character05")
+    assert len(label) == 28 and label.endswith("/character05") and label.startswith("omniglot/")
+    assert _label("mnist/3") == "mnist/3"

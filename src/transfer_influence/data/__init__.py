@@ -23,6 +23,7 @@ from .images import ExampleView, LabeledImages, select_classes
 from .ops import (
     combine,
     concatenate,
+    invert,
     rename,
     resize,
     sample_per_class,
@@ -30,7 +31,7 @@ from .ops import (
     to_channels,
 )
 from .registry import DATASET_NAMES, data_root, load_dataset
-from .suites import TransferData, fashion_digits_suite, split_fashion_suite
+from .suites import TransferData, fashion_digits_suite, many_class_suite, split_fashion_suite
 from .synthetic import PlantedTruth, planted_transfer_problem
 from .transforms import (
     Augment,
@@ -53,6 +54,7 @@ __all__ = [
     "concatenate",
     "data_root",
     "fashion_digits_suite",
+    "invert",
     "load_cifar_pickle",
     "load_dataset",
     "load_image_folder",
@@ -62,6 +64,7 @@ __all__ = [
     "load_npz",
     "load_omniglot_zips",
     "load_sklearn_digits",
+    "many_class_suite",
     "normalize",
     "planted_transfer_problem",
     "random_crop",

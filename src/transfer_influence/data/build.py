@@ -11,7 +11,7 @@ from .images import LabeledImages, select_classes
 from .ops import combine, resize, sample_per_class, to_channels
 from .planted_pruning import planted_pruning_problem
 from .registry import load_dataset
-from .suites import TransferData, fashion_digits_suite, split_fashion_suite
+from .suites import TransferData, fashion_digits_suite, many_class_suite, split_fashion_suite
 from .synthetic import planted_transfer_problem
 
 
@@ -57,6 +57,7 @@ def build_transfer_data(config: DataConfig, *, base_dir: Path = Path(".")) -> Tr
         builders = {
             "fashion_digits": fashion_digits_suite,
             "split_fashion": split_fashion_suite,
+            "many_class": many_class_suite,
             "planted": lambda seed, **options: planted_transfer_problem(seed, **options)[0],
             "planted_pruning": lambda seed, **options: planted_pruning_problem(seed,
                                                                                **options)[0],

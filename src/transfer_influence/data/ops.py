@@ -100,6 +100,12 @@ def resize(ds: LabeledImages, size: int | tuple[int, int]) -> LabeledImages:
     return LabeledImages(out, ds.labels, ds.class_names, ds.name)
 
 
+def invert(ds: LabeledImages) -> LabeledImages:
+    """``255 - pixel`` for every image: dark strokes on white (Omniglot) become white strokes on
+    black (MNIST, Fashion-MNIST), so datasets mixed into one source share one polarity."""
+    return LabeledImages(255 - ds.images, ds.labels, ds.class_names, ds.name)
+
+
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 

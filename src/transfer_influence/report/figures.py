@@ -28,9 +28,13 @@ _MAX_LABEL = 28
 
 def _label(text: str) -> str:
     """``text`` shortened for an axis and with ``$`` escaped, so matplotlib never parses a class
-    name as mathtext (a name such as ``$5 bill`` would otherwise fail or render as math)."""
+    name as mathtext (a name such as ``$5 bill`` would otherwise fail or render as math).
+
+    Long names lose their middle, not their end: the end usually tells units apart
+    (``omniglot/Early_Aramaic/character05`` -> ``omniglot/Early_Ar\u2026/character05``)."""
     if len(text) > _MAX_LABEL:
-        text = text[:_MAX_LABEL - 1] + "\u2026"
+        head = (_MAX_LABEL - 1) // 2
+        text = text[:head] + "\u2026" + text[len(text) - (_MAX_LABEL - 1 - head):]
     return text.replace("$", r"\$")
 
 
@@ -41,7 +45,7 @@ def _png(figure: Figure) -> bytes:
 
 
 def heatmap_png(values: np.ndarray, row_labels: Sequence[str], column_labels: Sequence[str], *,
-                colorbar_label: str) -> bytes:
+                colorbar_label: str, column_title: str = "source unit") -> bytes:
     """Heat-map of ``values [rows, columns]`` (NaN drawn grey) with a diverging colormap whose
     white is exactly 0, so red/blue always mean harmful/helpful whatever the range."""
     values = np.asarray(values, dtype=np.float64)
@@ -58,7 +62,7 @@ def heatmap_png(values: np.ndarray, row_labels: Sequence[str], column_labels: Se
     axes.set_xticks(range(columns), [_label(c) for c in column_labels], rotation=55,
                     ha="right", rotation_mode="anchor", fontsize=8)
     axes.set_yticks(range(rows), [_label(r) for r in row_labels], fontsize=8)
-    axes.set_xlabel("source unit")
+    axes.set_xlabel(column_title)
     axes.set_ylabel("target class")
     if rows * columns <= 160:
         decimals = max(0, 1 - math.floor(math.log10(limit)))  # 2 digits on the largest value

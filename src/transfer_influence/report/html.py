@@ -9,6 +9,7 @@ summary values, verdicts) is escaped by jinja2's autoescaping.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,38 @@ class UnitRow:
 def _interval(low: float, high: float) -> str:
     """``[low, high]`` with 3 decimals, ``n/a`` when undefined (one seed gives NaN)."""
     return "n/a" if math.isnan(low) or math.isnan(high) else f"[{low:.3f}, {high:.3f}]"
+
+
+def unit_groups(unit_names: list[str], max_units: int) -> list[str]:
+    """The group of every unit, read from its name: the part before the first ``/``
+    (``mnist/3`` -> ``mnist``; ``fashion/T-shirt/top`` -> ``fashion``), refined by the second
+    part for groups of more than ``max_units`` units whose names have three or more parts
+    (``omniglot/Greek/character05`` -> ``omniglot/Greek`` among 242 characters). A name
+    without ``/`` is its own group."""
+    parts = [name.split("/") for name in unit_names]
+    sizes: dict[str, int] = {}
+    for p in parts:
+        sizes[p[0]] = sizes.get(p[0], 0) + 1
+    return ["/".join(p[:2]) if len(p) >= 3 and sizes[p[0]] > max_units else p[0] for p in parts]
+
+
+def group_influence(per_class: np.ndarray, unit_names: list[str], max_units: int
+                    ) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Mean per-class influence of the units of each group (:func:`unit_groups`):
+    ``(group names, means [groups, classes], unit counts [groups])``, groups ordered from most
+    helpful to most harmful on average over classes (NaN scores ignored; an all-NaN group is
+    NaN and last)."""
+    groups = unit_groups(unit_names, max_units)
+    labels = sorted(set(groups))
+    index = np.array([labels.index(g) for g in groups])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN group
+        means = np.stack([np.nanmean(per_class[index == g], axis=0)
+                          for g in range(len(labels))])
+        average = np.nanmean(means, axis=1)
+    order = np.argsort(-np.nan_to_num(average, nan=-np.inf), kind="stable")
+    counts = np.bincount(index, minlength=len(labels))
+    return [labels[g] for g in order], means[order], counts[order]
 
 
 def _describe(dataset: LabeledImages) -> str:
@@ -124,7 +157,21 @@ class _Page:
                           [self.result.unit_names[u] for u in chosen],
                           colorbar_label=f"influence ({self.result.variant})")
         return {"figure": png_data_uri(png), "shown": len(chosen),
-                "units": len(self.result.unit_names)}
+                "units": len(self.result.unit_names), "groups": self.group_heatmap()}
+
+    def group_heatmap(self) -> str | None:
+        """Target classes x unit groups (:func:`group_influence`), so a source of hundreds of
+        units still reads at a glance. None when the unit heat-map already shows every unit or
+        the names form no groups."""
+        names = self.result.unit_names
+        labels, means, counts = group_influence(self.per_class_scores, names, self.heatmap_units)
+        if len(names) <= self.heatmap_units or not 1 < len(labels) < len(names):
+            return None
+        png = heatmap_png(means.T, self.result.target_class_names,
+                          [f"{label} ({count})" for label, count in zip(labels, counts)],
+                          colorbar_label=f"mean per unit ({self.result.variant})",
+                          column_title="source unit group (units)")
+        return png_data_uri(png)
 
     def target_image(self, index: int) -> str:
         """One target test image, enlarged to at least 96 pixels so that it can be seen."""
