@@ -4,7 +4,7 @@ The public API, stage by stage (see DESIGN.md):
 
 - config: :func:`load_config`, :class:`ExperimentConfig`
 - data: :class:`LabeledImages`, :func:`load_dataset`, :class:`TransferData` and the suites
-- models: :func:`build_model`, :class:`TransferModel`
+- models: :func:`build_model`, :func:`register_model`, :class:`TransferModel`
 - training: :class:`TrainRecipe`, :func:`pretrain_group`, :func:`transfer_fixed_feature`,
   :func:`finetune_group`
 - sweeps: :func:`subset_masks`, :class:`SweepStore`, :func:`run_local`, :func:`run_ray`,
@@ -43,7 +43,7 @@ from .estimators import (
     fit_lasso,
     fit_ridge,
 )
-from .models import TransferModel, build_model
+from .models import TransferModel, build_model, register_model
 from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant
 from .report import build_report, write_experiment_report
 from .sweep import SweepPlan, SweepStore, run_local, run_ray, run_shard, subset_masks
@@ -86,6 +86,7 @@ __all__ = [
     "planted_transfer_problem",
     "pretrain_group",
     "project_labels",
+    "register_model",
     "run_counterfactual",
     "run_local",
     "run_ray",
