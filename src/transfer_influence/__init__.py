@@ -3,7 +3,8 @@
 The public API, stage by stage (see DESIGN.md):
 
 - config: :func:`load_config`, :class:`ExperimentConfig`
-- data: :class:`LabeledImages`, :func:`load_dataset`, :class:`TransferData` and the suites
+- data: :class:`LabeledImages`, :func:`as_labeled_images`, :func:`load_dataset`,
+  :class:`TransferData` and the suites
 - models: :func:`build_model`, :func:`register_model`, :class:`TransferModel`
 - training: :class:`TrainRecipe`, :func:`pretrain_group`, :func:`transfer_fixed_feature`,
   :func:`finetune_group`
@@ -22,6 +23,7 @@ from .counterfactual import run_counterfactual
 from .data import (
     LabeledImages,
     TransferData,
+    as_labeled_images,
     fashion_digits_suite,
     load_dataset,
     planted_transfer_problem,
@@ -68,6 +70,7 @@ __all__ = [
     "TransferData",
     "TransferInfluenceError",
     "TransferModel",
+    "as_labeled_images",
     "build_model",
     "build_report",
     "debug_failures",

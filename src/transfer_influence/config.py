@@ -141,7 +141,7 @@ class ExperimentConfig(_Strict):
     """A whole experiment; see ``examples/*.toml``."""
 
     name: str = "experiment"
-    data: DataConfig
+    data: DataConfig | None = None  # None: data given in Python (SweepPlan.from_data)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: TrainRecipe
     transfer: TransferConfig = Field(default_factory=TransferConfig)
