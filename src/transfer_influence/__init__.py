@@ -1,6 +1,6 @@
 """transfer-influence: which source (pretraining) data helps or hurts a downstream task.
 
-The public API, stage by stage (see DESIGN.md):
+The public API, stage by stage (see docs/architecture.md):
 
 - config: :func:`load_config`, :class:`ExperimentConfig`
 - data: :class:`LabeledImages`, :func:`as_labeled_images`, :func:`load_dataset`,

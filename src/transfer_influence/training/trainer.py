@@ -15,8 +15,9 @@ Every model's training is a pure function of ``(seed, subset, recipe, objective)
   nothing.
 
 Hence a model trained inside a group equals the same model trained alone, whichever other models
-share its group (the DESIGN rule: results never depend on scheduling). Steps per epoch taken from
-the group's largest subset were rejected because they would make a model depend on its group.
+share its group (results never depend on scheduling: docs/architecture.md, "Conventions"). Steps
+per epoch taken from the group's largest subset were rejected because they would make a model
+depend on its group.
 
 Three strategies compute the same thing:
 
