@@ -21,7 +21,7 @@ ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
 
 def snippet(text: str, name: str) -> str:
     """The python code block following ``<!-- snippet: name -->``."""
-    match = re.search(rf"<!-- snippet: {name} -->\s*```python\n(.*?)```", text, re.S)
+    match = re.search(rf"<!-- snippet: {name} -->\s*```python\n(.*?)```", text, re.DOTALL)
     assert match, f"no snippet {name!r}"
     return match.group(1)
 
@@ -39,7 +39,8 @@ def test_read_store_snippet_matches_the_package(tiny_store):
     namespace: dict = {}
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        exec(code.replace('"runs/fashion_digits.zarr"', repr(tiny_store.path)), namespace)
+        code = code.replace('"runs/fashion_digits.zarr"', repr(tiny_store.path))
+        exec(code, namespace)  # noqa: S102 - the documented snippet
     expected = estimate_influence(tiny_store, "prob_correct")
     np.testing.assert_allclose(namespace["influence"], expected.influence, rtol=1e-5, atol=1e-7)
     best = expected.top(1)[0][0]
@@ -50,7 +51,7 @@ def test_read_store_snippet_matches_the_package(tiny_store):
 def test_store_tables_list_every_array_and_attribute(tiny_store):
     text = ARCHITECTURE.read_text()
     section = text[text.index("## The store format"):text.index("Reading a store with plain")]
-    documented = set(re.findall(r"^\| `([\w/]+)` \|", section, re.M))
+    documented = set(re.findall(r"^\| `([\w/]+)` \|", section, re.MULTILINE))
     root = zarr.open_group(tiny_store.path, mode="r")
     arrays = {path for path, node in root.members(max_depth=None) if isinstance(node, zarr.Array)}
     actual = arrays | set(dict(root.attrs))
