@@ -137,7 +137,8 @@ def build_model(name: str, *, in_channels: int, image_size: int, num_classes: in
                        ("num_classes", num_classes)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ModelError(f"model {name!r}: {key} must be a positive integer, got {value!r}.")
-    model = builder(in_channels, image_size, num_classes, **_checked_options(name, builder, options))
+    checked = _checked_options(name, builder, options)
+    model = builder(in_channels, image_size, num_classes, **checked)
     if not isinstance(model, TransferModel):
         raise ModelError(
             f"model {name!r}: the builder returned {type(model).__name__!r}, not a TransferModel;"
