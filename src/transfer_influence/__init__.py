@@ -1,10 +1,11 @@
 """transfer-influence: which source (pretraining) data helps or hurts a downstream task.
 
-The public API, stage by stage (see DESIGN.md):
+The public API, stage by stage (see docs/architecture.md):
 
 - config: :func:`load_config`, :class:`ExperimentConfig`
-- data: :class:`LabeledImages`, :func:`load_dataset`, :class:`TransferData` and the suites
-- models: :func:`build_model`, :class:`TransferModel`
+- data: :class:`LabeledImages`, :func:`as_labeled_images`, :func:`load_dataset`,
+  :class:`TransferData` and the suites
+- models: :func:`build_model`, :func:`register_model`, :class:`TransferModel`
 - training: :class:`TrainRecipe`, :func:`pretrain_group`, :func:`transfer_fixed_feature`,
   :func:`finetune_group`
 - sweeps: :func:`subset_masks`, :class:`SweepStore`, :func:`run_local`, :func:`run_ray`,
@@ -22,6 +23,7 @@ from .counterfactual import run_counterfactual
 from .data import (
     LabeledImages,
     TransferData,
+    as_labeled_images,
     fashion_digits_suite,
     load_dataset,
     many_class_suite,
@@ -44,7 +46,7 @@ from .estimators import (
     fit_lasso,
     fit_ridge,
 )
-from .models import TransferModel, build_model
+from .models import TransferModel, build_model, register_model
 from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant
 from .report import build_report, write_experiment_report
 from .sweep import SweepPlan, SweepStore, run_local, run_ray, run_shard, subset_masks
@@ -69,6 +71,7 @@ __all__ = [
     "TransferData",
     "TransferInfluenceError",
     "TransferModel",
+    "as_labeled_images",
     "build_model",
     "build_report",
     "debug_failures",
@@ -88,6 +91,7 @@ __all__ = [
     "planted_transfer_problem",
     "pretrain_group",
     "project_labels",
+    "register_model",
     "run_counterfactual",
     "run_local",
     "run_ray",

@@ -68,9 +68,8 @@ class DataConfig(_Strict):
     ``split_fashion``, ``many_class`` with 262 source classes), a planted synthetic problem with
     known helpful/harmful classes (``planted``) and one with known related and unrelated source
     classes for pruning (``planted_pruning``); ``options`` go to the suite builder. Without a
-    suite, ``source`` lists
-    datasets combined into one source (class names prefixed), ``target_train``/``target_test``
-    give the target; images are resized to ``image_size`` and converted to ``channels``.
+    suite, ``source`` lists datasets combined into one source (class names prefixed),
+    ``target_train``/``target_test`` give the target; images are resized to ``image_size`` and converted to ``channels``.
     """
 
     suite: Literal["fashion_digits", "split_fashion", "many_class", "planted",
@@ -178,7 +177,7 @@ class ExperimentConfig(_Strict):
     """
 
     name: str = "experiment"
-    data: DataConfig
+    data: DataConfig | None = None  # None: data given in Python (SweepPlan.from_data)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: TrainRecipe
     transfer: TransferConfig = Field(default_factory=TransferConfig)

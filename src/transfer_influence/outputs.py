@@ -1,9 +1,9 @@
 """Per-(model, target example) outputs and the output variants computed from them.
 
-The store keeps four numbers per model and target example (see DESIGN.md, "Outputs"): the
-correct-class logit, the largest other logit, the log-sum-exp of all logits and the predicted
-class. Every output variant of Jain et al. (2022) follows exactly from these four numbers, so the
-full logits never need to be kept.
+The store keeps four numbers per model and target example (see docs/architecture.md, "The store
+format"): the correct-class logit, the largest other logit, the log-sum-exp of all logits and the
+predicted class. Every output variant of Jain et al. (2022) follows exactly from these four
+numbers, so the full logits never need to be kept.
 """
 
 from __future__ import annotations

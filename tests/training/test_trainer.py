@@ -6,12 +6,15 @@ import torch
 
 from transfer_influence.data.images import LabeledImages
 from transfer_influence.errors import TrainingError
-from transfer_influence.models import build_model
+from transfer_influence.models import TransferModel, build_model
 from transfer_influence.training import (
     Normalization,
     TrainRecipe,
     choose_strategy,
+    fit_models,
+    model_generator,
     pretrain_group,
+    random_layers,
     subset_indices,
     train_group,
 )
@@ -195,3 +198,61 @@ def test_float_cache_gives_the_same_models(source, monkeypatch):
     per_batch = train_group(builder("mlp"), source, MASKS, **kwargs)
     for a, b in zip(cached, per_batch):
         assert torch.equal(flat(a), flat(b))
+
+
+class _Shift(torch.nn.Module):
+    """A deterministic layer defined outside torch.nn and the package."""
+
+    def forward(self, x):
+        return x + 1.0
+
+
+def dropout_mlp(dropout=0.3):
+    def build():
+        layers = [torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU(),
+                  torch.nn.Dropout(dropout)]
+        return TransferModel(torch.nn.Sequential(*layers), torch.nn.Linear(16, 5), 16)
+
+    return build
+
+
+def test_auto_strategy_for_user_models():
+    """Random layers (dropout) or layers of unknown classes train in the loop on every device;
+    vmap is refused for random layers, allowed (on request) for deterministic unknown ones."""
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    with_dropout = dropout_mlp()()
+    unknown = TransferModel(torch.nn.Sequential(torch.nn.Flatten(), _Shift()),
+                            torch.nn.Linear(64, 5), 64)
+    assert random_layers(with_dropout) == ["backbone.3"]
+    assert random_layers(dropout_mlp(0.0)()) == []
+    attention = torch.nn.MultiheadAttention(8, 2, dropout=0.1)
+    assert random_layers(torch.nn.Sequential(attention)) == ["0"]
+    for device in (cpu, cuda):
+        assert choose_strategy("auto", device, with_dropout) == "loop"
+        assert choose_strategy("auto", device, unknown) == "loop"
+    assert choose_strategy("auto", cpu, dropout_mlp(0.0)()) == "vmap"  # plain torch.nn, small
+    assert choose_strategy("vmap", cpu, unknown) == "vmap"
+    with pytest.raises(TrainingError, match=r"'vmap' cannot train a model with random layers"
+                                            r" \(backbone.3\).*use 'loop'"):
+        choose_strategy("vmap", cpu, with_dropout)
+    with pytest.raises(TrainingError, match="'bmm' needs a plain MLP"):
+        choose_strategy("bmm", cpu, with_dropout)
+
+
+def test_dropout_is_seeded_per_model(source):
+    """Dropout draws come from the model's seed: a model trained in a group equals the same model
+    trained alone, whatever the global RNG; the global RNG is left as it was; and the dropout
+    is really active (rate 0 trains a different model)."""
+    kwargs = {"unit": "class", "recipe": RECIPE}
+    torch.manual_seed(0)
+    group = train_group(dropout_mlp(), source, MASKS, seeds=SEEDS, **kwargs)
+    torch.manual_seed(99)
+    alone = train_group(dropout_mlp(), source, MASKS[1:2], seeds=SEEDS[1:2], **kwargs)[0]
+    assert torch.equal(flat(group[1]), flat(alone))
+    without = train_group(dropout_mlp(0.0), source, MASKS[1:2], seeds=SEEDS[1:2], **kwargs)[0]
+    assert not torch.allclose(flat(without), flat(alone), atol=1e-3)
+    models = [dropout_mlp()() for _ in SEEDS]  # constructors draw from the global RNG; fit does not
+    state = torch.get_rng_state()
+    fit_models(models, source, subset_indices(source, MASKS, "class"),
+               [model_generator(s) for s in SEEDS], RECIPE)
+    assert torch.equal(torch.get_rng_state(), state)

@@ -1,13 +1,15 @@
 """Data layer: labelled image datasets, loaders, named shipped datasets and transfer suites.
 
 Everything downstream consumes :class:`LabeledImages` (``uint8 [N, C, H, W]`` images, ``int64``
-labels, class names). Loaders turn files into it, :func:`load_dataset` serves the datasets
-shipped in :func:`data_root`, :mod:`.ops` reshapes and splits it, :mod:`.transforms` turns
-batches into augmented float tensors, and :mod:`.suites` / :mod:`.synthetic` build
+labels, class names). Loaders turn files into it, :func:`as_labeled_images` turns in-memory
+datasets of ``(image, label)`` pairs (torch datasets) into it, :func:`load_dataset` serves the
+datasets shipped in :func:`data_root`, :mod:`.ops` reshapes and splits it, :mod:`.transforms`
+turns batches into augmented float tensors, and :mod:`.suites` / :mod:`.synthetic` build
 :class:`TransferData` problems (source + target).
 """
 
 from . import transforms
+from .convert import ImageDataset, as_labeled_images
 from .formats import (
     load_cifar_pickle,
     load_image_folder,
@@ -46,9 +48,11 @@ __all__ = [
     "DATASET_NAMES",
     "Augment",
     "ExampleView",
+    "ImageDataset",
     "LabeledImages",
     "PlantedTruth",
     "TransferData",
+    "as_labeled_images",
     "channel_stats",
     "combine",
     "concatenate",

@@ -76,14 +76,20 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+def pil_array(img: Image.Image, mode: str | None = None) -> np.ndarray:
+    """A Pillow image as ``uint8 [H, W]`` (mode ``L``) or ``[H, W, 3]`` (``RGB``); with
+    ``mode=None`` grey and binary images become ``L``, anything else ``RGB``."""
+    target = mode or ("L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
+    return np.asarray(img.convert(target), dtype=np.uint8)
+
+
 def _decode_image(data: bytes, source: str, mode: str | None = None) -> np.ndarray:
     """Decode PNG/JPEG bytes to ``uint8 [H, W]`` (mode ``L``) or ``[H, W, 3]`` (``RGB``)."""
     with _reading(source, "image"), Image.open(io.BytesIO(data)) as img:
-        target = mode or ("L" if img.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB")
-        return np.asarray(img.convert(target), dtype=np.uint8)
+        return pil_array(img, mode)
 
 
-def _stack_images(arrays: Sequence[np.ndarray], source: str) -> np.ndarray:
+def stack_images(arrays: Sequence[np.ndarray], source: str) -> np.ndarray:
     """Stack decoded ``[H, W]`` / ``[H, W, C]`` arrays into ``uint8 [N, C, H, W]``."""
     shapes = {a.shape for a in arrays}
     if len(shapes) > 1:
@@ -426,7 +432,7 @@ def load_image_folder(
     arrays, names = _decode_all(items(), str(directory), mode)
     labels, class_names = _labels_from_names(names)
     return LabeledImages(
-        _stack_images(arrays, str(directory)), labels, class_names, name or directory.name
+        stack_images(arrays, str(directory)), labels, class_names, name or directory.name
     )
 
 
@@ -458,7 +464,7 @@ def load_image_tar(
     arrays, names = _decode_all(items(), f"{path} (split {split!r})", mode)
     order = np.argsort(np.array(names), kind="stable")  # tar order is not guaranteed sorted
     labels, class_names = _labels_from_names(names)
-    images = _stack_images(arrays, str(path))
+    images = stack_images(arrays, str(path))
     return LabeledImages(images[order], labels[order], class_names, name or f"{path.stem}-{split}")
 
 
@@ -498,4 +504,4 @@ def load_omniglot_zips(
     items = [(c, "/".join(k), data) for k, (c, data) in sorted(seen.items())]
     arrays, names = _decode_all(items, ", ".join(map(str, paths)), "L")
     labels, class_names = _labels_from_names(names)
-    return LabeledImages(_stack_images(arrays, name), labels, class_names, name)
+    return LabeledImages(stack_images(arrays, name), labels, class_names, name)

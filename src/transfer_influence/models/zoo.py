@@ -1,4 +1,5 @@
-"""Model builders by name: ``mlp``, ``small_cnn`` and a CIFAR-style ``resnet18``.
+"""The built-in models, registered by name (see :mod:`.registry`): ``mlp``, ``small_cnn`` and a
+CIFAR-style ``resnet18``.
 
 No model uses batch normalisation: batch statistics are state that ``torch.func.vmap`` and
 ``functional_call`` handle awkwardly, and they make a model's output depend on its batch. The
@@ -8,18 +9,16 @@ its parameters and input, which ensemble training and influence functions rely o
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from typing import Any
-
+from pydantic import PositiveInt
 from torch import nn
 
 from ..errors import ModelError
 from .base import TransferModel
+from .registry import register_model
 
 
-def _mlp(in_channels: int, image_size: int, num_classes: int, *, width: int = 512,
-         depth: int = 2) -> TransferModel:
+def _mlp(in_channels: int, image_size: int, num_classes: int, *, width: PositiveInt = 512,
+         depth: PositiveInt = 2) -> TransferModel:
     """Flatten, then ``depth`` blocks of Linear(width) + ReLU; features are the last block."""
     layers: list[nn.Module] = [nn.Flatten()]
     fan_in = in_channels * image_size * image_size
@@ -29,10 +28,17 @@ def _mlp(in_channels: int, image_size: int, num_classes: int, *, width: int = 51
     return TransferModel(nn.Sequential(*layers), nn.Linear(width, num_classes), width)
 
 
-def _small_cnn(in_channels: int, image_size: int, num_classes: int, *, width: int = 32
+def _at_least_4x4(name: str, image_size: int) -> None:
+    """Reject images too small for two 2x2 poolings or stride-2 stages."""
+    if image_size < 4:
+        raise ModelError(f"model {name!r} needs images of at least 4x4 pixels, got {image_size}.")
+
+
+def _small_cnn(in_channels: int, image_size: int, num_classes: int, *, width: PositiveInt = 32
                ) -> TransferModel:
     """Three conv3x3-ReLU blocks (width, 2w, 4w), max-pooling after the first two, global average
     pooling; features have ``4 * width`` dimensions."""
+    _at_least_4x4("small_cnn", image_size)
     w = width
     backbone = nn.Sequential(
         nn.Conv2d(in_channels, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -71,11 +77,12 @@ class _BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-def _resnet18(in_channels: int, image_size: int, num_classes: int, *, width: int = 64
+def _resnet18(in_channels: int, image_size: int, num_classes: int, *, width: PositiveInt = 64
               ) -> TransferModel:
     """CIFAR-style ResNet-18: a 3x3 stem (no max-pool), four stages of two basic blocks with
     widths (w, 2w, 4w, 8w), global average pooling; GroupNorm replaces BatchNorm (see module doc).
     Features have ``8 * width`` dimensions."""
+    _at_least_4x4("resnet18", image_size)
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, width, 3, padding=1, bias=False), _group_norm(width), nn.ReLU()
     ]
@@ -88,38 +95,6 @@ def _resnet18(in_channels: int, image_size: int, num_classes: int, *, width: int
     return TransferModel(nn.Sequential(*layers), nn.Linear(cin, num_classes), cin)
 
 
-MODEL_BUILDERS: dict[str, Callable[..., TransferModel]] = {
-    "mlp": _mlp,
-    "small_cnn": _small_cnn,
-    "resnet18": _resnet18,
-}
-
-
-def model_options(name: str) -> dict[str, Any]:
-    """The options (keyword arguments with defaults) accepted by model ``name``."""
-    params = inspect.signature(MODEL_BUILDERS[name]).parameters.values()
-    return {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
-
-
-def build_model(name: str, *, in_channels: int, image_size: int, num_classes: int,
-                **options: Any) -> TransferModel:
-    """Build model ``name`` ("mlp", "small_cnn" or "resnet18") for ``[in_channels, image_size,
-    image_size]`` images and ``num_classes`` outputs; ``options`` are model-specific (see
-    :func:`model_options`). Parameters come from PyTorch's global RNG; the trainer re-initialises
-    them from each model's own seed."""
-    if name not in MODEL_BUILDERS:
-        raise ModelError(
-            f"unknown model {name!r}; choose one of {', '.join(sorted(MODEL_BUILDERS))}."
-        )
-    valid = model_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        listed = ", ".join(f"{k} (default {v})" for k, v in valid.items())
-        raise ModelError(f"model {name!r} has no option(s) {', '.join(unknown)}; valid: {listed}.")
-    for key, value in (("in_channels", in_channels), ("image_size", image_size),
-                       ("num_classes", num_classes), *options.items()):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ModelError(f"model {name!r}: {key} must be a positive integer, got {value!r}.")
-    if name != "mlp" and image_size < 4:
-        raise ModelError(f"model {name!r} needs images of at least 4x4 pixels, got {image_size}.")
-    return MODEL_BUILDERS[name](in_channels, image_size, num_classes, **options)
+register_model("mlp", _mlp)
+register_model("small_cnn", _small_cnn)
+register_model("resnet18", _resnet18)

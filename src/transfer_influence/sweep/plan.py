@@ -14,6 +14,8 @@ import numpy as np
 
 from ..config import ExperimentConfig
 from ..data.build import build_transfer_data
+from ..data.convert import ImageDataset, as_labeled_images
+from ..data.images import LabeledImages
 from ..data.suites import TransferData
 from ..errors import ConfigError, StoreError
 from ..outputs import TargetOutputs
@@ -37,6 +39,12 @@ class SweepPlan:
     @classmethod
     def from_config(cls, config: ExperimentConfig) -> SweepPlan:
         """Load the config's data (cached per process by the data layer)."""
+        if config.data is None:
+            raise ConfigError(
+                f"experiment {config.name!r} has no [data] section; describe the data there, or"
+                " build the plan from your own data with SweepPlan.from_data(config, source,"
+                " target_train, target_test)."
+            )
         return cls(config, build_transfer_data(config.data, base_dir=config.base_dir))
 
     def variant(self, *, unit: str | None = None, transfer_mode: str | None = None) -> SweepPlan:
@@ -60,6 +68,29 @@ class SweepPlan:
             transfer = transfer.model_copy(update={"mode": transfer_mode})
         return SweepPlan(config.model_copy(update={"sweep": sweep, "transfer": transfer}),
                          self.data)
+
+    @classmethod
+    def from_data(cls, config: ExperimentConfig, source: LabeledImages | ImageDataset,
+                  target_train: LabeledImages | ImageDataset,
+                  target_test: LabeledImages | ImageDataset) -> SweepPlan:
+        """A sweep over your own data: :class:`LabeledImages` or any indexable dataset of
+        ``(image, label)`` pairs (see :func:`~transfer_influence.data.as_labeled_images`).
+
+        ``config`` gives everything else and has no ``data`` section (``data=None``). The
+        store records the data's fingerprints, so it cannot be resumed or read with other data.
+        Runners that rebuild the plan in other processes (Ray, array jobs) need the data in the
+        config; run this plan in-process (``run_local(plan)``).
+        """
+        if config.data is not None:
+            raise ConfigError(
+                f"experiment {config.name!r} describes its data in [data]; build the plan with"
+                " SweepPlan.from_config(config), or drop the data section to pass your own."
+            )
+        return cls(config, TransferData(
+            source=as_labeled_images(source, name="source"),
+            target_train=as_labeled_images(target_train, name="target_train"),
+            target_test=as_labeled_images(target_test, name="target_test"),
+        ))
 
     @cached_property
     def unit_names(self) -> list[str]:

@@ -65,9 +65,12 @@ def _run_in_process(plan: SweepPlan, store: SweepStore, work: Iterable[np.ndarra
     logger.info("trained %d models in %.1f s", todo, time.perf_counter() - started)
 
 
-def run_local(config: ExperimentConfig, *, quiet: bool = False) -> SweepStore:
-    """Train every missing model of the sweep in this process; returns the store."""
-    plan = SweepPlan.from_config(config)
+def run_local(experiment: ExperimentConfig | SweepPlan, *, quiet: bool = False) -> SweepStore:
+    """Train every missing model of the sweep in this process; returns the store.
+
+    ``experiment`` is a config, or a plan (e.g. :meth:`SweepPlan.from_data` over your own data).
+    """
+    plan = experiment if isinstance(experiment, SweepPlan) else SweepPlan.from_config(experiment)
     store = plan.open_store()
     _run_in_process(plan, store, pending_work(plan, store), quiet, "sweep")
     return store

@@ -10,6 +10,7 @@ from .trainer import (
     fit_models,
     model_generator,
     pretrain_group,
+    random_layers,
     subset_indices,
     train_group,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "model_generator",
     "predict_logits",
     "pretrain_group",
+    "random_layers",
     "subset_indices",
     "train_group",
     "transfer_fixed_feature",

@@ -15,8 +15,9 @@ Every model's training is a pure function of ``(seed, subset, recipe, objective)
   nothing.
 
 Hence a model trained inside a group equals the same model trained alone, whichever other models
-share its group (the DESIGN rule: results never depend on scheduling). Steps per epoch taken from
-the group's largest subset were rejected because they would make a model depend on its group.
+share its group (results never depend on scheduling: docs/architecture.md, "Conventions"). Steps
+per epoch taken from the group's largest subset were rejected because they would make a model
+depend on its group.
 
 Three strategies compute the same thing:
 
@@ -28,9 +29,15 @@ Three strategies compute the same thing:
   written out as batched matrix products over the stacked weights (no autograd), with the same
   SGD update as ``vmap``.
 
-``auto`` picks ``vmap`` on CUDA. On CPU it picks ``bmm`` for plain MLPs with the default
+``auto`` picks ``loop`` for a model with random layers (dropout: under ``vmap`` a model's
+draws would depend on which models share its group, see :func:`random_layers`) or with layers
+defined outside ``torch.nn`` and this package (a user's model, which may not run under
+``vmap``); otherwise ``vmap`` on CUDA. On CPU it picks ``bmm`` for plain MLPs with the default
 objective, ``vmap`` for other small convolution-free models (at most ``SMALL_MODEL_PARAMETERS``
-parameters, where per-step overhead, not arithmetic, bounds the loop), ``loop`` otherwise.
+parameters, where per-step overhead, not arithmetic, bounds the loop), ``loop`` otherwise. In the
+loop, a model's global-RNG draws (dropout) come from a seed derived from its own seed, inside
+:func:`~transfer_influence.models.base.forked_rng`, so they too are reproducible and do not
+depend on the other models of the group.
 Measured on a 2-core CPU (torch 2.13, ``benchmarks/ensemble_throughput.py``, idle machine),
 speed against the plain one-model loop and share of the float32 matmul peak:
 
@@ -59,8 +66,8 @@ from tqdm.auto import tqdm
 from ..data.images import LabeledImages
 from ..data.transforms import Augment
 from ..errors import TrainingError
-from ..models.base import TransferModel, reset_parameters
-from ..models.zoo import build_model
+from ..models.base import TransferModel, forked_rng, reset_parameters
+from ..models.registry import build_model
 from .objectives import Objective, cross_entropy_objective
 from .preprocess import to_inputs
 from .recipe import TrainRecipe
@@ -188,20 +195,50 @@ def mlp_layers(model: TransferModel) -> list[torch.nn.Linear] | None:
     return [a for a, _ in pairs] + [model.head]
 
 
+def random_layers(model: torch.nn.Module) -> list[str]:
+    """Names of the layers that draw random numbers in training mode: dropout layers with a
+    positive rate, and layers with a positive ``dropout`` rate of their own
+    (``nn.MultiheadAttention``, recurrent layers)."""
+    names = []
+    for name, layer in model.named_modules():
+        is_dropout = isinstance(layer, torch.nn.modules.dropout._DropoutNd)
+        rate = layer.p if is_dropout else getattr(layer, "dropout", 0)
+        if isinstance(rate, (int, float)) and rate > 0:
+            names.append(name)
+    return names
+
+
+def _library_layers_only(model: torch.nn.Module) -> bool:
+    """Whether every layer's class comes from ``torch.nn`` or this package."""
+    return all(type(layer).__module__.startswith(("torch.nn.", "transfer_influence."))
+               for layer in model.modules())
+
+
 def choose_strategy(strategy: Strategy, device: torch.device, model: TransferModel,
                     objective: Objective | None = None) -> Literal["vmap", "loop", "bmm"]:
-    """Resolve ``auto`` (see module docstring): ``vmap`` on CUDA; on CPU, ``bmm`` for a plain
-    MLP trained with the default cross-entropy objective (whatever its size), ``vmap`` for other
-    small models without convolutions, ``loop`` for the rest. The choice depends only on the
-    model, objective and device, so results stay a pure function of the configuration."""
+    """Resolve ``auto`` (see module docstring): ``loop`` for a model with random layers or
+    layers from outside ``torch.nn`` and this package; else ``vmap`` on CUDA; on CPU, ``bmm``
+    for a plain MLP trained with the default cross-entropy objective (whatever its size),
+    ``vmap`` for other small models without convolutions, ``loop`` for the rest. The choice
+    depends only on the model, objective and device, so results stay a pure function of the
+    configuration. ``vmap`` is refused for a model with random layers."""
     if strategy not in ("auto", "vmap", "loop", "bmm"):
         raise TrainingError(f"strategy must be 'auto', 'vmap', 'loop' or 'bmm', got {strategy!r}.")
     hand_batchable = objective is None and mlp_layers(model) is not None
     if strategy == "bmm" and not hand_batchable:
         raise TrainingError("strategy 'bmm' needs a plain MLP (model name 'mlp') and the default"
                             " cross-entropy objective; use 'vmap' or 'loop' for this model.")
+    random = random_layers(model)
+    if strategy == "vmap" and random:
+        raise TrainingError(
+            f"strategy 'vmap' cannot train a model with random layers ({', '.join(random)}):"
+            " each model's draws would depend on the other models of its group; use 'loop'"
+            " (what 'auto' picks)."
+        )
     if strategy != "auto":
         return strategy
+    if random or not _library_layers_only(model):
+        return "loop"
     if device.type == "cuda":
         return "vmap"
     if hand_batchable:
@@ -333,7 +370,8 @@ def _fit_loop(model: TransferModel, stream: _IndexStream, batcher: _Batcher, n: 
 
     Gradients start as zeros rather than ``None`` so that parameters the objective does not use
     (e.g. the head under a self-supervised objective) still get weight decay and momentum, exactly
-    as in the vmap path, where every parameter has a gradient.
+    as in the vmap path, where every parameter has a gradient. The global RNG (dropout) is seeded
+    from the model's generator for the duration and restored afterwards.
     """
     parameters = list(model.parameters())
     optimizer = torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum,
@@ -341,17 +379,25 @@ def _fit_loop(model: TransferModel, stream: _IndexStream, batcher: _Batcher, n: 
     for p in parameters:
         p.grad = torch.zeros_like(p)
     total = recipe.total_steps(n)
-    for step in tqdm(range(total), desc=f"model {index}", disable=not progress):
-        for param_group in optimizer.param_groups:
-            param_group["lr"] = recipe.learning_rate(step, n)
-        x, y = batcher([stream])
-        x, y = x[0], y[0]
-        loss = objective(model.backbone, model.head, x, y)
-        optimizer.zero_grad(set_to_none=False)
-        loss.backward()
-        optimizer.step()
-        if step % _CHECK_EVERY == 0 or step == total - 1:
-            _check_finite(loss, step)
+    with forked_rng(_global_draws_seed(stream.generator), batcher.device):
+        for step in tqdm(range(total), desc=f"model {index}", disable=not progress):
+            for param_group in optimizer.param_groups:
+                param_group["lr"] = recipe.learning_rate(step, n)
+            x, y = batcher([stream])
+            x, y = x[0], y[0]
+            loss = objective(model.backbone, model.head, x, y)
+            optimizer.zero_grad(set_to_none=False)
+            loss.backward()
+            optimizer.step()
+            if step % _CHECK_EVERY == 0 or step == total - 1:
+                _check_finite(loss, step)
+
+
+def _global_draws_seed(generator: torch.Generator) -> int:
+    """Seed of the global-RNG draws (dropout) a model makes while it trains in the loop: derived
+    from its generator's seed without drawing from it, so its shuffles and augmentations stay
+    exactly those of the batched strategies."""
+    return int(np.random.default_rng([generator.initial_seed(), 2]).integers(2**62))
 
 
 def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
