@@ -5,7 +5,7 @@ import pytest
 
 import transfer_influence.pruning.surrogate as surrogate_module
 from transfer_influence.errors import ConfigError
-from transfer_influence.models.zoo import build_model
+from transfer_influence.models import build_model
 from transfer_influence.pruning import PruningResult, run_pruning, train_surrogate
 from transfer_influence.sweep.plan import SweepPlan
 

@@ -23,8 +23,8 @@ import torch
 from ..atomic import atomic_open
 from ..config import ModelConfig, SurrogateConfig
 from ..errors import ConfigError, StoreError
+from ..models import build_model
 from ..models.base import TransferModel
-from ..models.zoo import build_model
 from ..sweep.plan import SweepPlan
 from ..training import TrainRecipe, predict_logits, pretrain_group
 
