@@ -16,7 +16,6 @@ from transfer_influence.models import (
     registered_models,
     reset_parameters,
 )
-from transfer_influence.models import registry as registry_module
 
 CASES = [
     ("mlp", {"width": 32, "depth": 2}, 32),
@@ -119,14 +118,7 @@ def custom_model(in_channels, image_size, num_classes, *, width: int = 6, dropou
     return TransferModel(backbone, nn.Linear(width, num_classes), width)
 
 
-@pytest.fixture
-def registry(monkeypatch):
-    """The registry, restored after the test."""
-    monkeypatch.setattr(registry_module, "_REGISTRY", dict(registry_module._REGISTRY))
-    return registry_module
-
-
-def test_register_model_and_options_of_any_json_type(registry):
+def test_register_model_and_options_of_any_json_type(clean_registry):
     register_model("custom", custom_model)
     assert "custom" in registered_models() and {"mlp", "small_cnn", "resnet18"} <= set(
         registered_models())
@@ -150,7 +142,7 @@ def test_register_model_and_options_of_any_json_type(registry):
                       Scale)
 
 
-def test_builder_with_var_keywords_takes_any_option(registry):
+def test_builder_with_var_keywords_takes_any_option(clean_registry):
     def flexible(in_channels, image_size, num_classes, **options):
         assert options == {"anything": [1, 2], "rate": 0.5}
         return custom_model(in_channels, image_size, num_classes)

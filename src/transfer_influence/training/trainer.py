@@ -350,7 +350,8 @@ def fit_models(
         _fit_vmap(models, streams, batcher, sizes, recipe, objective, progress)
     else:
         for g, (model, stream, n) in enumerate(zip(models, streams, sizes)):
-            _fit_loop(model, stream, batcher, n, recipe, objective, progress, g)
+            with forked_rng(_global_draws_seed(stream.generator), device):  # dropout, seeded
+                _fit_loop(model, stream, batcher, n, recipe, objective, progress, g)
     return models
 
 
@@ -370,8 +371,7 @@ def _fit_loop(model: TransferModel, stream: _IndexStream, batcher: _Batcher, n: 
 
     Gradients start as zeros rather than ``None`` so that parameters the objective does not use
     (e.g. the head under a self-supervised objective) still get weight decay and momentum, exactly
-    as in the vmap path, where every parameter has a gradient. The global RNG (dropout) is seeded
-    from the model's generator for the duration and restored afterwards.
+    as in the vmap path, where every parameter has a gradient.
     """
     parameters = list(model.parameters())
     optimizer = torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum,
@@ -379,18 +379,17 @@ def _fit_loop(model: TransferModel, stream: _IndexStream, batcher: _Batcher, n: 
     for p in parameters:
         p.grad = torch.zeros_like(p)
     total = recipe.total_steps(n)
-    with forked_rng(_global_draws_seed(stream.generator), batcher.device):
-        for step in tqdm(range(total), desc=f"model {index}", disable=not progress):
-            for param_group in optimizer.param_groups:
-                param_group["lr"] = recipe.learning_rate(step, n)
-            x, y = batcher([stream])
-            x, y = x[0], y[0]
-            loss = objective(model.backbone, model.head, x, y)
-            optimizer.zero_grad(set_to_none=False)
-            loss.backward()
-            optimizer.step()
-            if step % _CHECK_EVERY == 0 or step == total - 1:
-                _check_finite(loss, step)
+    for step in tqdm(range(total), desc=f"model {index}", disable=not progress):
+        for param_group in optimizer.param_groups:
+            param_group["lr"] = recipe.learning_rate(step, n)
+        x, y = batcher([stream])
+        x, y = x[0], y[0]
+        loss = objective(model.backbone, model.head, x, y)
+        optimizer.zero_grad(set_to_none=False)
+        loss.backward()
+        optimizer.step()
+        if step % _CHECK_EVERY == 0 or step == total - 1:
+            _check_finite(loss, step)
 
 
 def _global_draws_seed(generator: torch.Generator) -> int:
