@@ -346,8 +346,9 @@ def _parse_removal(text: str) -> tuple[str, list[str]]:
 
 def _print_counterfactual(result: CounterfactualResult) -> None:
     where = result.target_class or "all target classes"
+    steps = ", equal steps" if result.equal_steps else ""
     table = Table(title=f"target accuracy on {where}, remove {result.strategy}"
-                        f" ({result.seeds} seeds, 95% intervals)")
+                        f" ({result.seeds} seeds{steps}, 95% intervals)")
     for column in ("k", "accuracy [95% interval]", "vs baseline [95% interval]", "removed"):
         table.add_column(column, justify="left" if column == "removed" else "right")
     for arm in [result.baseline, *result.arms]:
@@ -380,6 +381,9 @@ def counterfactual(
         help="rank units and measure accuracy for this target class only")] = None,
     variant: VariantOpt = "prob_correct",
     method: MethodOpt = "dim",
+    equal_steps: Annotated[bool, typer.Option(
+        help="train every model for as many steps as the full-source baseline (removing units"
+             " then removes data, not optimisation steps)")] = False,
     runner: RunnerOpt = "local",
     address: AddressOpt = None,
     quiet: QuietOpt = False,
@@ -397,8 +401,9 @@ def counterfactual(
                  if strategy in ("bottom", "top") else None)
     result = run_counterfactual(plan, strategy, ks, seeds,
                                 influence=influence, target_class=target_class,
-                                classes=classes, quiet=quiet, runner=runner, address=address)
-    suffix = f"-{target_class}" if target_class else ""
+                                classes=classes, equal_steps=equal_steps, quiet=quiet,
+                                runner=runner, address=address)
+    suffix = (f"-{target_class}" if target_class else "") + ("-equal-steps" if equal_steps else "")
     path = experiment.artifact_path(f"counterfactual-{strategy}{suffix}.json")
     result.save(path)
     _print_counterfactual(result)

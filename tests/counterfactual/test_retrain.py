@@ -23,6 +23,7 @@ from transfer_influence.counterfactual import (
 from transfer_influence.errors import ConfigError, StoreError
 from transfer_influence.sweep.plan import SweepPlan
 from transfer_influence.sweep.store import SweepStore
+from transfer_influence.training import trainer
 
 from ..sweep.conftest import write_sweep_config
 
@@ -34,9 +35,9 @@ def counting_plan(tmp_path, monkeypatch):
     trained = []
     original = SweepPlan.train_models
 
-    def counting(self, masks, seeds):
+    def counting(self, masks, seeds, **options):
         trained.append(len(seeds))
-        return original(self, masks, seeds)
+        return original(self, masks, seeds, **options)
 
     monkeypatch.setattr(SweepPlan, "train_models", counting)
     return plan, trained
@@ -59,6 +60,43 @@ def test_identical_arms_are_trained_once(counting_plan):
     again = retrain(plan, [baseline_arm(4), Arm("top", 2, ((2, 5),) * 4)], quiet=True)
     assert sum(trained) == 12  # the baseline's 4 models were reused
     assert again[0].path == first[0].path and again[1].path != first[1].path
+
+
+def test_equal_steps_arms_train_as_long_as_the_full_source(counting_plan, monkeypatch):
+    """With equal_steps, a model without 3 of the 8 source classes takes the optimisation steps
+    of full-source pretraining; the baseline's models are the same either way and shared."""
+    plan, trained = counting_plan
+    steps: list[int] = []
+    original_call = trainer._Batcher.__call__
+
+    def counting_batches(self, streams):
+        steps.append(len(streams))
+        return original_call(self, streams)
+
+    monkeypatch.setattr(trainer._Batcher, "__call__", counting_batches)
+    recipe, full = plan.config.pretrain, len(plan.data.source)
+    arm = Arm("bottom", 3, ((0, 2, 5),) * 2)
+    kept = int(arm.masks(len(plan.unit_names))[0].sum()) * int(plan.data.source.class_counts()[0])
+    seeds = [retrain_seed(plan.config.sweep.seed, r) for r in range(2)]
+    masks = arm.masks(len(plan.unit_names))[:1]
+    plan.train_models(masks, seeds[:1])
+    assert len(steps) == recipe.total_steps(kept) < recipe.total_steps(full)
+    steps.clear()
+    plan.train_models(masks, seeds[:1], equal_steps=True)
+    assert len(steps) == recipe.total_steps(full)
+
+    fewer = retrain(plan, [baseline_arm(2), arm], quiet=True)
+    assert sum(trained) == 2 + 4  # the two direct models above, then 2 + 2
+    equal = retrain(plan, [baseline_arm(2), arm], equal_steps=True, quiet=True)
+    assert sum(trained) == 6 + 2  # only the arm's models: the baseline is shared
+    assert equal[0].path == fewer[0].path and equal[1].path != fewer[1].path
+    direct = plan.train_models(arm.masks(len(plan.unit_names)), seeds, equal_steps=True)
+    np.testing.assert_array_equal(equal[1].read_outputs().correct_logit, direct.correct_logit)
+    assert not np.array_equal(equal[1].read_outputs().correct_logit,
+                              fewer[1].read_outputs().correct_logit)
+    result = run_counterfactual(plan, "classes", [3], 2, classes=["filler0", "filler1"],
+                                equal_steps=True, quiet=True)
+    assert result.equal_steps and result.arms[0].k == 2
 
 
 def test_counterfactual_validates_target_class_and_strategy(counting_plan):
@@ -103,7 +141,7 @@ def test_counterfactual_resumes_after_sigkill(tmp_path, monkeypatch):
     trained = []
     original = SweepPlan.train_models
     monkeypatch.setattr(SweepPlan, "train_models",
-                        lambda self, m, s: trained.append(len(s)) or original(self, m, s))
+                        lambda self, m, s, **o: trained.append(len(s)) or original(self, m, s, **o))
     plan = SweepPlan.from_config(load_config(config_path))
     resumed = run_counterfactual(plan, "random", [1, 2], 4, quiet=True)
     assert sum(trained) == 12 - done_at_kill

@@ -211,8 +211,11 @@ def test_sections_convert_from_the_analysis_results():
                                    _arm("bottom", 5, 0.8)])
     random = CounterfactualResult("random", None, 3, "r", _arm("baseline", 0, 0.7),
                                   [_arm("random", 1, 0.69)])
-    section = CounterfactualSection.from_results([bottom, random])
-    assert [c.name for c in section.curves] == ["remove bottom (most harmful)", "remove random"]
+    equal = CounterfactualResult("bottom", None, 3, "r", _arm("baseline", 0, 0.7),
+                                 [_arm("bottom", 1, 0.78)], equal_steps=True)
+    section = CounterfactualSection.from_results([bottom, random, equal])
+    assert [c.name for c in section.curves] == ["remove bottom (most harmful)", "remove random",
+                                                "remove bottom, equal steps"]
     assert section.curves[0].k == (1, 3, 5) and section.curves[0].best == (3, 0.8)
     assert (section.baseline_mean, section.baseline_low) == (0.7, pytest.approx(0.6))
     other = CounterfactualResult("top", "cat", 3, "r", _arm("baseline", 0, 0.7), [])

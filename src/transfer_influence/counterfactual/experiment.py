@@ -72,7 +72,8 @@ class CounterfactualResult:
     """A counterfactual experiment: the baseline and one arm per ``k`` of one strategy.
 
     ``target_class`` is the target class whose test accuracy is measured (None: all target
-    test examples); ``ranking`` says which influence estimate ordered the units.
+    test examples); ``ranking`` says which influence estimate ordered the units;
+    ``equal_steps`` whether every model took the optimisation steps of full-source pretraining.
     """
 
     strategy: str
@@ -81,6 +82,7 @@ class CounterfactualResult:
     ranking: str
     baseline: ArmResult
     arms: list[ArmResult]
+    equal_steps: bool = False
 
     @property
     def best(self) -> ArmResult:
@@ -159,6 +161,7 @@ def run_counterfactual(
     influence: InfluenceResult | None = None,
     target_class: str | None = None,
     classes: Sequence[str] = (),
+    equal_steps: bool = False,
     quiet: bool = False,
     runner: str = "local",
     address: str | None = None,
@@ -167,6 +170,9 @@ def run_counterfactual(
 
     ``bottom``/``top`` rank units by ``influence`` -- overall, or for ``target_class`` when
     given, in which case accuracy is also measured on that class's test examples only.
+    ``equal_steps``: every arm trains as many optimisation steps as the full-source baseline,
+    so that removing units removes data, not optimisation (with a fixed number of epochs,
+    removing a tenth of the source also removes a tenth of the steps).
     ``runner`` / ``address``: where the models train (see :func:`.retrain.retrain`).
     """
     selection = target_selection(plan, target_class)
@@ -179,7 +185,8 @@ def run_counterfactual(
                   influence.per_class()[:, influence.target_class_names.index(target_class)])
     arms = build_arms(plan, strategy, ks, seeds, scores=scores, classes=classes)
     base = baseline_arm(check_seeds(seeds))
-    stores = retrain(plan, [base, *arms], quiet=quiet, runner=runner, address=address)
+    stores = retrain(plan, [base, *arms], equal_steps=equal_steps, quiet=quiet, runner=runner,
+                     address=address)
     correct = [correct_per_seed(store)[:, selection].mean(axis=1) for store in stores]
     names = plan.unit_names
     ranking = ("none" if influence is None else
@@ -191,4 +198,5 @@ def run_counterfactual(
         ranking=ranking,
         baseline=_summarise(base, correct[0], correct[0], names),
         arms=[_summarise(arm, acc, correct[0], names) for arm, acc in zip(arms, correct[1:])],
+        equal_steps=equal_steps,
     )

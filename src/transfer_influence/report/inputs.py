@@ -94,7 +94,8 @@ class CounterfactualSection:
 
     @classmethod
     def from_results(cls, results: Sequence[CounterfactualResult]) -> CounterfactualSection:
-        """One curve per saved counterfactual result (one per removal strategy).
+        """One curve per saved counterfactual result (one per removal strategy, and per
+        training length: ``remove <strategy>, equal steps``).
 
         The results must measure the same target class; the baseline is the first result's
         (every strategy retrains the same seeds without removal, so the baselines agree).
@@ -108,7 +109,8 @@ class CounterfactualSection:
                             f" {sorted(map(str, targets))}; report one target class at a time.")
         curves = tuple(
             CounterfactualCurve(
-                name=CURVE_NAMES.get(r.strategy, f"remove {r.strategy}"),
+                name=(f"remove {r.strategy}, equal steps" if r.equal_steps
+                      else CURVE_NAMES.get(r.strategy, f"remove {r.strategy}")),
                 k=tuple(arm.k for arm in r.arms),
                 mean=tuple(arm.mean for arm in r.arms),
                 low=tuple(arm.low for arm in r.arms),

@@ -153,9 +153,14 @@ class SweepPlan:
         seeds = [model_seed(self.config.sweep.seed, int(i)) for i in indices]
         return masks, self.train_models(masks, seeds)
 
-    def train_models(self, masks: np.ndarray, seeds: list[int]) -> TargetOutputs:
+    def train_models(self, masks: np.ndarray, seeds: list[int], *, equal_steps: bool = False
+                     ) -> TargetOutputs:
         """Pretrain one model per row of ``masks`` (``bool [G, units]``) with its seed, transfer
         each to the target as the config says, and return the outputs ``[G, targets]``.
+
+        ``equal_steps``: every model takes the optimisation steps (and learning-rate schedule)
+        of pretraining on the whole source, however many units its mask removes, instead of
+        ``epochs`` passes over its own subset.
 
         The sweep and every retraining experiment (counterfactual removal, failure debugging)
         go through here, so a model with the same mask and seed is the same model everywhere.
@@ -163,7 +168,8 @@ class SweepPlan:
         config = self.config
         models = pretrain_group(config.model.name, self.data.source, masks,
                                 unit=config.sweep.unit, seeds=seeds, recipe=config.pretrain,
-                                model_options=config.model.options)
+                                model_options=config.model.options,
+                                schedule_examples=len(self.data.source) if equal_steps else None)
         transfer = config.transfer
         if transfer.mode == "fixed_feature":
             return transfer_fixed_feature(models, self.data.target_train,

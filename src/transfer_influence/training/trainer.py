@@ -8,7 +8,9 @@ Every model's training is a pure function of ``(seed, subset, recipe, objective)
   batches (a batch may straddle two epochs), so models with different subset sizes can still be
   stacked under ``vmap``;
 - it takes ``recipe.total_steps(n)`` = ``ceil(epochs * n / batch_size)`` steps, with the learning
-  rate schedule computed from its own ``n``. Models of a group step together; a model whose steps
+  rate schedule computed from its own ``n`` (or from a given ``schedule_examples``, the same for
+  every model: equal-steps retraining gives a model without some source classes as many steps
+  as one trained on the whole source). Models of a group step together; a model whose steps
   are done gets learning rate 0 (its parameters stop changing) while the rest finish. Under
   ``vmap`` this wastes ``max_g steps_g - steps_g`` model-steps, which is small when subsets have
   similar sizes (class masks keeping the same number of equally sized classes); ``loop`` wastes
@@ -124,6 +126,7 @@ def train_group(
     strategy: Strategy = "auto",
     device: str | torch.device = "cpu",
     progress: bool = False,
+    schedule_examples: int | None = None,
 ) -> list[TransferModel]:
     """Train ``len(seeds)`` models from scratch, model ``g`` on the units kept by ``masks[g]``.
 
@@ -135,6 +138,7 @@ def train_group(
         recipe: optimiser, schedule and augmentation.
         objective: loss function (default: cross-entropy with ``recipe.label_smoothing``).
         strategy: ``loop``, ``vmap`` or ``auto`` (see module docstring).
+        schedule_examples: see :func:`fit_models`.
 
     Returns:
         The trained models, in the order of ``seeds``, on ``device``.
@@ -149,7 +153,8 @@ def train_group(
         reset_parameters(model, generator)
         models.append(model)
     return fit_models(models, data, subsets, generators, recipe, objective=objective,
-                      strategy=strategy, device=device, progress=progress)
+                      strategy=strategy, device=device, progress=progress,
+                      schedule_examples=schedule_examples)
 
 
 def pretrain_group(
@@ -165,6 +170,7 @@ def pretrain_group(
     strategy: Strategy = "auto",
     device: str | torch.device = "cpu",
     progress: bool = False,
+    schedule_examples: int | None = None,
 ) -> list[TransferModel]:
     """:func:`train_group` on the masked source with its labels; the head has one output per
     source class (removed classes included, so every model shares one label space)."""
@@ -175,7 +181,8 @@ def pretrain_group(
                            num_classes=source.num_classes, **(model_options or {}))
 
     return train_group(build, source, masks, unit=unit, seeds=seeds, recipe=recipe,
-                       objective=objective, strategy=strategy, device=device, progress=progress)
+                       objective=objective, strategy=strategy, device=device, progress=progress,
+                       schedule_examples=schedule_examples)
 
 
 SMALL_MODEL_PARAMETERS = 150_000
@@ -328,10 +335,15 @@ def fit_models(
     strategy: Strategy = "auto",
     device: str | torch.device = "cpu",
     progress: bool = False,
+    schedule_examples: int | None = None,
 ) -> list[TransferModel]:
     """Train already-initialised ``models`` in place (model ``g`` on example indices
     ``subsets[g]``, drawing shuffles and augmentations from ``generators[g]``); the shared engine
-    of pretraining and fine-tuning. Returns the models."""
+    of pretraining and fine-tuning. Returns the models.
+
+    Each model takes ``recipe.total_steps(n)`` steps on the learning-rate schedule of ``n``
+    examples, ``n`` being its own subset's size, or ``schedule_examples`` for every model when
+    given (batches still come from its own subset only)."""
     if not (len(models) == len(subsets) == len(generators)) or not models:
         raise TrainingError(
             f"got {len(models)} models, {len(subsets)} subsets and {len(generators)} generators;"
@@ -342,7 +354,7 @@ def fit_models(
     objective = objective or cross_entropy_objective(recipe.label_smoothing)
     batcher = _Batcher(data, recipe, device)
     streams = [_IndexStream(s, g, recipe.batch_size) for s, g in zip(subsets, generators)]
-    sizes = [len(s) for s in subsets]
+    sizes = [len(s) if schedule_examples is None else int(schedule_examples) for s in subsets]
     models = [m.to(device).train() for m in models]
     if chosen == "bmm":
         _fit_bmm(models, streams, batcher, sizes, recipe, progress)
