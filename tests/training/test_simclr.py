@@ -191,6 +191,10 @@ def test_config_and_recipe_refuse_meaningless_settings(planted):
             "epochs": 1, "lr": 0.1, "objective": "simclr"}}})
     with pytest.raises(ConfigError, match="temperature only applies"):
         parse_config({**BASE, "pretrain": {"epochs": 1, "lr": 0.1, "temperature": 0.1}})
+    recipe = parse_config(BASE).pretrain  # a saved recipe reads back as itself
+    assert TrainRecipe.model_validate_json(recipe.model_dump_json()) == recipe
+    plain = parse_config({**BASE, "pretrain": {"epochs": 1, "lr": 0.1}}).pretrain
+    assert TrainRecipe.model_validate_json(plain.model_dump_json()) == plain
     with pytest.raises(ConfigError, match="label_smoothing only applies"):
         parse_config({**BASE, "pretrain": {**BASE["pretrain"], "label_smoothing": 0.1}})
     with pytest.raises(ConfigError, match="objective"):

@@ -73,7 +73,8 @@ class TrainRecipe(BaseModel):
                 f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs});"
                 " shorten the warm-up or train longer."
             )
-        if self.objective != "simclr" and "temperature" in self.model_fields_set:
+        default_temperature = type(self).model_fields["temperature"].default
+        if self.objective != "simclr" and self.temperature != default_temperature:
             raise ValueError("temperature only applies to objective = 'simclr'; remove it or set"
                              " objective = 'simclr'.")
         if self.objective == "simclr" and self.label_smoothing:
