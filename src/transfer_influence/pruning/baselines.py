@@ -46,7 +46,10 @@ from ..training.recipe import Normalization, TrainRecipe
 from ..training.trainer import Observer, Strategy, pretrain_group
 from ..training.transfer import predict_logits
 
-_GRADIENT_BUDGET_BYTES = 128 * 2**20  # per-example float32 gradients held at once in GraNd
+# Per-example float32 gradients held at once in GraNd. Chunks that stay in cache are fastest:
+# 6,000 MNIST-size examples through a 784-32-20 MLP (2 shared CPU cores) took 0.9-1.4 s with
+# 4-8 MiB, 3.0 s with 32 MiB, 5.9 s with 128 MiB and 4.6 s with 1 MiB (per-call overhead).
+_GRADIENT_BUDGET_BYTES = 8 * 2**20
 
 
 class ScoreTraining(BaseModel):
@@ -113,7 +116,7 @@ def gradient_norms(model: TransferModel, images: np.ndarray, labels: np.ndarray,
     cross-entropy of each single example (uint8 ``images [N, C, H, W]``, ``labels [N]``).
 
     Per-example gradients come from ``torch.func.vmap(grad(...))`` in chunks whose gradients take
-    at most ~128 MiB, so memory does not grow with ``N``.
+    about 8 MiB (at least one example), so memory does not grow with ``N``.
     """
     device = torch.device(device)
     model = model.to(device).eval()
