@@ -23,6 +23,7 @@ from transfer_influence.pruning import (
     class_median_distances,
     el2n_scores,
     forgetting_scores,
+    gradient_norms,
     grand_scores,
     moderate_scores,
 )
@@ -90,6 +91,16 @@ def test_grand_matches_hand_computation(tiny):
         expected.append(norms)
     np.testing.assert_allclose(grand_scores(tiny, config(epochs=2)), np.mean(expected, axis=0),
                                rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_norms_do_not_depend_on_chunking(tiny, monkeypatch):
+    from transfer_influence.pruning import baselines
+
+    model, _, _ = hand_train(tiny, 0, steps=1)
+    whole = gradient_norms(model, tiny.images, tiny.labels)
+    size = sum(p.numel() for p in model.parameters())
+    monkeypatch.setattr(baselines, "_GRADIENT_BUDGET_BYTES", 5 * 4 * size)  # chunks of 5
+    np.testing.assert_allclose(gradient_norms(model, tiny.images, tiny.labels), whole, rtol=1e-6)
 
 
 def hand_forgetting(history: list[np.ndarray]) -> np.ndarray:

@@ -28,6 +28,12 @@ Three strategies compute the same thing:
   written out as batched matrix products over the stacked weights (no autograd), with the same
   SGD update as ``vmap``.
 
+The objective (``recipe.objective``, or one passed in) may be self-supervised: for a two-view
+objective such as SimCLR the batcher draws two augmented views of every example from the model's
+generator before the (pure) objective sees them, so views, like batches, follow the model's seed
+under every strategy; ``bmm`` handles cross-entropy only. An optional observer sees every step's
+batch and logits under ``loop`` (per-presentation statistics such as forgetting events).
+
 ``auto`` picks ``vmap`` on CUDA. On CPU it picks ``bmm`` for plain MLPs with the default
 objective, ``vmap`` for other small convolution-free models (at most ``SMALL_MODEL_PARAMETERS``
 parameters, where per-step overhead, not arithmetic, bounds the loop), ``loop`` otherwise.
@@ -327,7 +333,7 @@ def fit_models(
         )
     device = torch.device(device)
     if objective is None and recipe.objective != "cross_entropy":
-        objective = recipe_objective(recipe)
+        objective = recipe_objective(recipe)  # resolved first: ``bmm`` cannot hand-batch it
     chosen = choose_strategy(strategy, device, models[0], objective)
     if observe is not None and chosen != "loop":
         raise TrainingError(f"observing training steps needs strategy='loop', got {chosen!r}"
