@@ -7,7 +7,7 @@ The public API, stage by stage (see docs/architecture.md):
   :class:`TransferData` and the suites
 - models: :func:`build_model`, :func:`register_model`, :class:`TransferModel`
 - training: :class:`TrainRecipe`, :func:`pretrain_group`, :func:`transfer_fixed_feature`,
-  :func:`finetune_group`
+  :func:`finetune_group`, :class:`SimCLRObjective` (``pretrain.objective = "simclr"``)
 - sweeps: :func:`subset_masks`, :class:`SweepStore`, :func:`run_local`, :func:`run_ray`,
   :func:`run_shard`
 - estimators: :func:`difference_in_means`, :func:`estimate_influence`, :class:`InfluenceResult`,
@@ -50,7 +50,13 @@ from .models import TransferModel, build_model, register_model
 from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant
 from .report import build_report, write_experiment_report
 from .sweep import SweepPlan, SweepStore, run_local, run_ray, run_shard, subset_masks
-from .training import TrainRecipe, finetune_group, pretrain_group, transfer_fixed_feature
+from .training import (
+    SimCLRObjective,
+    TrainRecipe,
+    finetune_group,
+    pretrain_group,
+    transfer_fixed_feature,
+)
 
 __version__ = "0.1.0"
 
@@ -62,6 +68,7 @@ __all__ = [
     "InfluenceResult",
     "LabeledImages",
     "ModelError",
+    "SimCLRObjective",
     "StoreError",
     "SweepPlan",
     "SweepStore",

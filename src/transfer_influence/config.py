@@ -121,6 +121,9 @@ class TransferConfig(_Strict):
     def _recipe_for_finetune(self) -> TransferConfig:
         if self.mode == "finetune" and self.recipe is None:
             raise ValueError("transfer.mode = 'finetune' needs a [transfer.recipe] table")
+        if self.recipe is not None and self.recipe.objective != "cross_entropy":
+            raise ValueError("transfer.recipe.objective must be 'cross_entropy': fine-tuning"
+                             " learns the target labels (use simclr in [pretrain] instead)")
         return self
 
 

@@ -256,3 +256,22 @@ def test_dropout_is_seeded_per_model(source):
     fit_models(models, source, subset_indices(source, MASKS, "class"),
                [model_generator(s) for s in SEEDS], RECIPE)
     assert torch.equal(torch.get_rng_state(), state)
+def test_observer_sees_every_presentation_and_needs_the_loop(source):
+    seen = []
+
+    def observe(model, step, index, logits):
+        seen.append((model, step, index.copy(), logits.shape))
+
+    recipe = RECIPE.model_copy(update={"epochs": 1.0})
+    train_group(builder("mlp"), source, MASKS[:2], unit="class", seeds=SEEDS[:2], recipe=recipe,
+                strategy="loop", observe=observe)
+    for g, n in enumerate((150, 70)):
+        steps = [s for m, s, _, _ in seen if m == g]
+        assert steps == list(range(recipe.total_steps(n)))
+        index = np.concatenate([i for m, _, i, _ in seen if m == g])
+        kept = subset_indices(source, MASKS[g:g + 1], "class")[0]
+        assert set(index[:n]) == set(kept)  # the first epoch is one permutation of the subset
+    assert all(shape == (RECIPE.batch_size, 5) for *_, shape in seen)
+    with pytest.raises(TrainingError, match="needs strategy='loop'"):
+        train_group(builder("mlp"), source, MASKS[:1], unit="class", seeds=SEEDS[:1],
+                    recipe=recipe, observe=observe)

@@ -37,16 +37,20 @@ from .suites import TransferData, fashion_digits_suite, many_class_suite, split_
 from .synthetic import PlantedTruth, planted_transfer_problem
 from .transforms import (
     Augment,
+    ContrastiveViews,
     channel_stats,
     normalize,
     random_crop,
     random_hflip,
+    random_jitter,
+    random_resized_crop,
     to_float,
 )
 
 __all__ = [
     "DATASET_NAMES",
     "Augment",
+    "ContrastiveViews",
     "ExampleView",
     "ImageDataset",
     "LabeledImages",
@@ -73,6 +77,8 @@ __all__ = [
     "planted_transfer_problem",
     "random_crop",
     "random_hflip",
+    "random_jitter",
+    "random_resized_crop",
     "read_idx",
     "rename",
     "resize",

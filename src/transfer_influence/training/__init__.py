@@ -1,9 +1,17 @@
 """Training: the ensemble trainer (many models per call), pretraining and transfer."""
 
 from .linear_heads import fit_linear_heads
-from .objectives import Objective, cross_entropy_objective
-from .recipe import Normalization, Schedule, TrainRecipe
+from .objectives import (
+    Objective,
+    SimCLRObjective,
+    cross_entropy_objective,
+    nt_xent,
+    objective_views,
+    recipe_objective,
+)
+from .recipe import Normalization, ObjectiveName, Schedule, TrainRecipe
 from .trainer import (
+    Observer,
     Strategy,
     Unit,
     choose_strategy,
@@ -24,7 +32,10 @@ from .transfer import (
 __all__ = [
     "Normalization",
     "Objective",
+    "ObjectiveName",
+    "Observer",
     "Schedule",
+    "SimCLRObjective",
     "Strategy",
     "TrainRecipe",
     "Unit",
@@ -35,9 +46,12 @@ __all__ = [
     "fit_linear_heads",
     "fit_models",
     "model_generator",
+    "nt_xent",
+    "objective_views",
     "predict_logits",
     "pretrain_group",
     "random_layers",
+    "recipe_objective",
     "subset_indices",
     "train_group",
     "transfer_fixed_feature",

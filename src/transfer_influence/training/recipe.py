@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Schedule = Literal["cosine", "triangular", "constant"]
+ObjectiveName = Literal["cross_entropy", "simclr"]
 
 
 class Normalization(BaseModel):
@@ -43,6 +44,10 @@ class TrainRecipe(BaseModel):
     ``lr * (1 - i / k)`` (``triangular``) or ``lr * (1 + cos(pi * i / k)) / 2`` (``cosine``) for
     ``i = 0 .. k-1``, so no step is wasted at learning rate 0; ``constant`` stays at ``lr``.
     Epochs count passes over each model's *own* subset, so step counts follow subset sizes.
+
+    ``objective`` is the loss: ``cross_entropy`` on the labels (the default), or ``simclr``,
+    self-supervised contrastive learning that ignores the labels (NT-Xent at ``temperature``
+    between two augmented views of every example; see ``training.objectives``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -58,6 +63,8 @@ class TrainRecipe(BaseModel):
     crop_padding: int = Field(0, ge=0, description="random crop after zero padding; 0 = off")
     hflip: bool = False
     normalization: Normalization | None = None
+    objective: ObjectiveName = "cross_entropy"
+    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature (simclr only)")
 
     @model_validator(mode="after")
     def _check(self) -> TrainRecipe:
@@ -66,6 +73,13 @@ class TrainRecipe(BaseModel):
                 f"warmup_epochs ({self.warmup_epochs}) exceeds epochs ({self.epochs});"
                 " shorten the warm-up or train longer."
             )
+        default_temperature = type(self).model_fields["temperature"].default
+        if self.objective != "simclr" and self.temperature != default_temperature:
+            raise ValueError("temperature only applies to objective = 'simclr'; remove it or set"
+                             " objective = 'simclr'.")
+        if self.objective == "simclr" and self.label_smoothing:
+            raise ValueError("label_smoothing only applies to objective = 'cross_entropy' (simclr"
+                             " uses no labels); remove it.")
         return self
 
     def total_steps(self, num_examples: int) -> int:

@@ -31,6 +31,12 @@ Three strategies compute the same thing:
   written out as batched matrix products over the stacked weights (no autograd), with the same
   SGD update as ``vmap``.
 
+The objective (``recipe.objective``, or one passed in) may be self-supervised: for a two-view
+objective such as SimCLR the batcher draws two augmented views of every example from the model's
+generator before the (pure) objective sees them, so views, like batches, follow the model's seed
+under every strategy; ``bmm`` handles cross-entropy only. An optional observer sees every step's
+batch and logits under ``loop`` (per-presentation statistics such as forgetting events).
+
 ``auto`` picks ``loop`` for a model with random layers (dropout: under ``vmap`` a model's
 draws would depend on which models share its group, see :func:`random_layers`) or with layers
 defined outside ``torch.nn`` and this package (a user's model, which may not run under
@@ -66,16 +72,22 @@ from torch.optim.sgd import sgd
 from tqdm.auto import tqdm
 
 from ..data.images import LabeledImages
-from ..data.transforms import Augment
+from ..data.transforms import Augment, ContrastiveViews
 from ..errors import TrainingError
 from ..models.base import TransferModel, forked_rng, reset_parameters
 from ..models.registry import build_model
-from .objectives import Objective, cross_entropy_objective
+from .objectives import Objective, objective_views, recipe_objective
 from .preprocess import to_inputs
 from .recipe import TrainRecipe
 
 Strategy = Literal["auto", "vmap", "loop", "bmm"]
 Unit = Literal["class", "example"]
+Observer = Callable[[int, int, np.ndarray, torch.Tensor], None]
+"""``observe(model, step, index, logits)``: model ``model`` of the group is about to take
+optimizer step ``step`` on examples ``index`` (``int64 [B]``, indices into the training data);
+``logits [B, classes]`` are its outputs on that batch's inputs (augmented as in training), before
+the step. Training statistics that need every presentation of every example (forgetting events)
+are built from these calls."""
 
 _CHECK_EVERY = 50  # steps between divergence checks (each check synchronises a GPU)
 _CONVERT_ROWS = 1024  # images converted per chunk when caching a float copy
@@ -127,6 +139,7 @@ def train_group(
     device: str | torch.device = "cpu",
     progress: bool = False,
     schedule_examples: int | None = None,
+    observe: Observer | None = None,
 ) -> list[TransferModel]:
     """Train ``len(seeds)`` models from scratch, model ``g`` on the units kept by ``masks[g]``.
 
@@ -136,8 +149,10 @@ def train_group(
         masks: ``bool [models, units]`` (units = classes or examples of ``data``, see ``unit``).
         seeds: one seed per model; determines init, shuffling and augmentation.
         recipe: optimiser, schedule and augmentation.
-        objective: loss function (default: cross-entropy with ``recipe.label_smoothing``).
-        strategy: ``loop``, ``vmap`` or ``auto`` (see module docstring).
+        objective: loss function (default: the one ``recipe.objective`` names).
+        strategy: ``loop``, ``vmap``, ``bmm`` or ``auto`` (see module docstring).
+        observe: called before every step with the batch and its logits (see
+            :data:`Observer`); needs ``strategy="loop"``.
         schedule_examples: see :func:`fit_models`.
 
     Returns:
@@ -154,7 +169,7 @@ def train_group(
         models.append(model)
     return fit_models(models, data, subsets, generators, recipe, objective=objective,
                       strategy=strategy, device=device, progress=progress,
-                      schedule_examples=schedule_examples)
+                      schedule_examples=schedule_examples, observe=observe)
 
 
 def pretrain_group(
@@ -171,6 +186,7 @@ def pretrain_group(
     device: str | torch.device = "cpu",
     progress: bool = False,
     schedule_examples: int | None = None,
+    observe: Observer | None = None,
 ) -> list[TransferModel]:
     """:func:`train_group` on the masked source with its labels; the head has one output per
     source class (removed classes included, so every model shares one label space)."""
@@ -182,7 +198,7 @@ def pretrain_group(
 
     return train_group(build, source, masks, unit=unit, seeds=seeds, recipe=recipe,
                        objective=objective, strategy=strategy, device=device, progress=progress,
-                       schedule_examples=schedule_examples)
+                       schedule_examples=schedule_examples, observe=observe)
 
 
 SMALL_MODEL_PARAMETERS = 150_000
@@ -290,9 +306,13 @@ class _Batcher:
     is for, converting and normalising every batch cost as much as the model's own matmuls.
     Otherwise (and on GPUs, where memory is scarcer and element-wise work cheap) images stay
     uint8 and each batch is converted after gathering; both give bit-identical inputs.
+
+    With ``views`` (a two-view objective), every augmented batch becomes two views per example,
+    ``[B, 2, C, H, W]``, drawn from the model's generator after the recipe's augmentation.
     """
 
-    def __init__(self, data: LabeledImages, recipe: TrainRecipe, device: torch.device) -> None:
+    def __init__(self, data: LabeledImages, recipe: TrainRecipe, device: torch.device,
+                 views: ContrastiveViews | None = None) -> None:
         self.device = device
         self.image_shape = data.image_shape
         self.normalization = recipe.normalization
@@ -305,23 +325,28 @@ class _Batcher:
             self.rows = torch.as_tensor(np.array(data.images), device=device).flatten(1)
         self.labels = torch.as_tensor(np.array(data.labels), device=device)
         self.augment = Augment(crop_padding=recipe.crop_padding, hflip=recipe.hflip)
+        self.views = views
 
     def _inputs(self, rows: torch.Tensor) -> torch.Tensor:
         """uint8 rows ``[n, C*H*W]`` -> normalised float32 rows of the same shape."""
         return to_inputs(rows.unflatten(1, self.image_shape), self.normalization).flatten(1)
 
-    def __call__(self, streams: Sequence[_IndexStream]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Next batch of every stream: inputs ``[G, B, C, H, W]`` float32 and labels ``[G, B]``,
-        gathered in one go; each stream's augmentation uses its own generator."""
-        index = torch.from_numpy(np.stack([stream.next() for stream in streams]))
-        flat = index.flatten().to(self.device)
+    def __call__(self, streams: Sequence[_IndexStream]
+                 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+        """Next batch of every stream: inputs ``[G, B, C, H, W]`` float32 (``[G, B, 2, C, H, W]``
+        with ``views``), labels ``[G, B]`` and the example indices ``int64 [G, B]``, gathered in
+        one go; each stream's augmentation uses its own generator."""
+        index = np.stack([stream.next() for stream in streams])
+        flat = torch.from_numpy(index).flatten().to(self.device)
         rows = torch.index_select(self.rows, 0, flat)
         if not rows.is_floating_point():
             rows = self._inputs(rows)
         x = rows.view(*index.shape, *self.image_shape)
         if self.augment != Augment():
             x = torch.stack([self.augment(x_g, s.generator) for x_g, s in zip(x, streams)])
-        return x, self.labels[flat].view(index.shape)
+        if self.views is not None:
+            x = torch.stack([self.views.pair(x_g, s.generator) for x_g, s in zip(x, streams)])
+        return x, self.labels[flat].view(index.shape), index
 
 
 def fit_models(
@@ -336,6 +361,7 @@ def fit_models(
     device: str | torch.device = "cpu",
     progress: bool = False,
     schedule_examples: int | None = None,
+    observe: Observer | None = None,
 ) -> list[TransferModel]:
     """Train already-initialised ``models`` in place (model ``g`` on example indices
     ``subsets[g]``, drawing shuffles and augmentations from ``generators[g]``); the shared engine
@@ -343,16 +369,26 @@ def fit_models(
 
     Each model takes ``recipe.total_steps(n)`` steps on the learning-rate schedule of ``n``
     examples, ``n`` being its own subset's size, or ``schedule_examples`` for every model when
-    given (batches still come from its own subset only)."""
+    given (batches still come from its own subset only).
+
+
+``objective`` defaults to the one ``recipe.objective`` names. ``observe`` (see
+    :data:`Observer`) needs the ``loop`` strategy, the only one that holds each model's logits as
+    it steps; choose it explicitly."""
     if not (len(models) == len(subsets) == len(generators)) or not models:
         raise TrainingError(
             f"got {len(models)} models, {len(subsets)} subsets and {len(generators)} generators;"
             " give one of each per model (and at least one model)."
         )
     device = torch.device(device)
+    if objective is None and recipe.objective != "cross_entropy":
+        objective = recipe_objective(recipe)  # resolved first: ``bmm`` cannot hand-batch it
     chosen = choose_strategy(strategy, device, models[0], objective)
-    objective = objective or cross_entropy_objective(recipe.label_smoothing)
-    batcher = _Batcher(data, recipe, device)
+    if observe is not None and chosen != "loop":
+        raise TrainingError(f"observing training steps needs strategy='loop', got {chosen!r}"
+                            f" (from {strategy!r}); pass strategy='loop'.")
+    objective = objective or recipe_objective(recipe)
+    batcher = _Batcher(data, recipe, device, objective_views(objective))
     streams = [_IndexStream(s, g, recipe.batch_size) for s, g in zip(subsets, generators)]
     sizes = [len(s) if schedule_examples is None else int(schedule_examples) for s in subsets]
     models = [m.to(device).train() for m in models]
@@ -363,7 +399,7 @@ def fit_models(
     else:
         for g, (model, stream, n) in enumerate(zip(models, streams, sizes)):
             with forked_rng(_global_draws_seed(stream.generator), device):  # dropout, seeded
-                _fit_loop(model, stream, batcher, n, recipe, objective, progress, g)
+                _fit_loop(model, stream, batcher, n, recipe, objective, progress, g, observe)
     return models
 
 
@@ -378,7 +414,8 @@ def _check_finite(loss: torch.Tensor, step: int) -> None:
 
 
 def _fit_loop(model: TransferModel, stream: _IndexStream, batcher: _Batcher, n: int,
-              recipe: TrainRecipe, objective: Objective, progress: bool, index: int) -> None:
+              recipe: TrainRecipe, objective: Objective, progress: bool, index: int,
+              observe: Observer | None = None) -> None:
     """Train one model with ``torch.optim.SGD``.
 
     Gradients start as zeros rather than ``None`` so that parameters the objective does not use
@@ -394,8 +431,11 @@ def _fit_loop(model: TransferModel, stream: _IndexStream, batcher: _Batcher, n: 
     for step in tqdm(range(total), desc=f"model {index}", disable=not progress):
         for param_group in optimizer.param_groups:
             param_group["lr"] = recipe.learning_rate(step, n)
-        x, y = batcher([stream])
+        x, y, examples = batcher([stream])
         x, y = x[0], y[0]
+        if observe is not None:
+            with torch.no_grad():
+                observe(index, step, examples[0], model(x))
         loss = objective(model.backbone, model.head, x, y)
         optimizer.zero_grad(set_to_none=False)
         loss.backward()
@@ -525,7 +565,7 @@ def _step_group(params: list[torch.Tensor], gradients: Gradients, streams: list[
     totals = [recipe.total_steps(n) for n in sizes]
     for step, lrs in enumerate(tqdm(rates.tolist(), desc=f"{len(sizes)} models",
                                     disable=not progress)):
-        xs, ys = batcher(streams)
+        xs, ys, _ = batcher(streams)
         check = step % _CHECK_EVERY == 0 or step == len(rates) - 1
         grads, loss = gradients(xs, ys, check)
         with torch.no_grad():

@@ -117,6 +117,12 @@ def finetune_group(
     with ``recipe`` (same group trainer and guarantees as pretraining), and return the stored
     outputs on ``target_test``, ``[models, targets]``. The input models are left unchanged."""
     _check_inputs(models, target_train, target_test)
+    if recipe.objective != "cross_entropy":
+        raise TrainingError(
+            f"fine-tuning trains on the target labels, so its recipe needs objective ="
+            f" 'cross_entropy', got {recipe.objective!r}; self-supervised objectives are for"
+            " pretraining."
+        )
     if len(seeds) != len(models):
         raise TrainingError(f"got {len(seeds)} seeds for {len(models)} models; give one per model.")
     generators = [model_generator(s) for s in seeds]
