@@ -19,11 +19,11 @@ def test_a_killed_pruning_run_resumes_without_retraining_finished_models(pruning
     original = SweepPlan.train_models
     trained: list[int] = []
 
-    def crashing(self, masks, seeds):
+    def crashing(self, masks, seeds, **options):
         if len(trained) == 2:
             raise Crash
         trained.append(len(seeds))
-        return original(self, masks, seeds)
+        return original(self, masks, seeds, **options)
 
     monkeypatch.setattr(SweepPlan, "train_models", crashing)
     args = (pruning_plan, ["lm", "random-examples"], [0.25, 0.5], 3)
@@ -32,9 +32,9 @@ def test_a_killed_pruning_run_resumes_without_retraining_finished_models(pruning
     first = sum(trained)
     assert first > 0
 
-    def counting(self, masks, seeds):
+    def counting(self, masks, seeds, **options):
         trained.append(len(seeds))
-        return original(self, masks, seeds)
+        return original(self, masks, seeds, **options)
 
     monkeypatch.setattr(SweepPlan, "train_models", counting)
     resumed = run_pruning(*args, timing=False, quiet=True)
