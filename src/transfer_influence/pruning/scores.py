@@ -19,26 +19,39 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import faiss
 import numpy as np
-from sklearn.cluster import KMeans
 
 from ..data.images import LabeledImages
 from ..errors import ConfigError
 from ..estimators.result import InfluenceResult
 from ..sweep.plan import SweepPlan
 from ..training import extract_features, predict_logits
+from .baselines import (
+    ScoreTraining,
+    el2n_scores,
+    forgetting_scores,
+    grand_scores,
+    moderate_scores,
+)
 from .surrogate import Surrogate
+
+
+def require_labels(surrogate: Surrogate, method: str) -> None:
+    """Refuse a method that needs source labels when the surrogate setting is unlabelled."""
+    if not surrogate.labelled:
+        raise ConfigError(
+            f"the {method!r} score needs the source labels, but the surrogate is"
+            f" self-supervised (pretrain.objective = {surrogate.recipe.objective!r}), i.e. the"
+            " source is treated as unlabelled; use --method fm or random, or give"
+            " [prune.surrogate.pretrain] a supervised objective."
+        )
 
 
 def label_mapping_scores(surrogate: Surrogate, target_train: LabeledImages) -> np.ndarray:
     """float ``[source classes]``: how many target training images the surrogate predicts as
     each source class."""
-    if not surrogate.labelled:
-        raise ConfigError(
-            "the label-mapping (lm) score needs a surrogate trained on the source labels, but"
-            " this surrogate is self-supervised (pretrain.objective = 'simclr'); use --method fm,"
-            " or train the surrogate with a supervised objective."
-        )
+    require_labels(surrogate, "lm")
     logits = predict_logits([surrogate.model], target_train,
                             normalization=surrogate.recipe.normalization)[0]
     return np.bincount(logits.argmax(dim=1).numpy(),
@@ -74,7 +87,27 @@ def nearest_centroid(features: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     centroids = np.asarray(centroids, dtype=np.float64)
     distances = ((features ** 2).sum(1)[:, None] - 2 * features @ centroids.T
                  + (centroids ** 2).sum(1)[None, :])
-    return distances.argmin(axis=1)
+    return distances.argmin(axis=1).astype(np.int64)
+
+
+KMEANS_ITERATIONS = 40
+KMEANS_RESTARTS = 3
+"""FM's k-means: Lloyd iterations, and random restarts of which the lowest objective is kept
+(one random start can merge two true clusters and split a third; on the planted problem three
+restarts matched scikit-learn's k-means++ start). ``benchmarks/pruning_cost.py`` chose faiss over
+scikit-learn by measurement (see the README's pruning section for the numbers)."""
+
+
+def kmeans_centroids(features: np.ndarray, clusters: int, seed: int) -> np.ndarray:
+    """``[clusters, features]`` k-means centroids of ``features`` (faiss, seeded, every point
+    used in training)."""
+    points = np.ascontiguousarray(features, dtype=np.float32)
+    kmeans = faiss.Kmeans(points.shape[1], clusters, niter=KMEANS_ITERATIONS, seed=seed,
+                          nredo=KMEANS_RESTARTS,
+                          max_points_per_centroid=-(-len(points) // clusters),
+                          min_points_per_centroid=1)
+    kmeans.train(points)
+    return kmeans.centroids.astype(np.float64)
 
 
 def feature_mapping_scores(surrogate: Surrogate, source: LabeledImages,
@@ -93,16 +126,31 @@ def feature_mapping_scores(surrogate: Surrogate, source: LabeledImages,
                                        normalization=normalization)[0].double().numpy()
     target_features = extract_features([surrogate.model], target_train,
                                        normalization=normalization)[0].double().numpy()
-    kmeans = KMeans(n_clusters=clusters, n_init=1, random_state=seed).fit(source_features)
-    centroids = kmeans.cluster_centers_
+    centroids = kmeans_centroids(source_features, clusters, seed)
     nearest = nearest_centroid(target_features, centroids)
-    return FeatureClusters(kmeans.labels_.astype(np.int64), centroids,
+    return FeatureClusters(nearest_centroid(source_features, centroids), centroids,
                            np.bincount(nearest, minlength=clusters).astype(np.float64))
 
 
 PRUNING_METHODS: tuple[str, ...] = ("lm", "lm-reversed", "fm", "random", "random-examples",
-                                    "influence")
+                                    "el2n", "grand", "forgetting", "moderate", "influence")
 """Methods :func:`score_source` knows; ``random`` prunes classes, ``random-examples`` examples."""
+
+_TRAINED_BASELINES = {"el2n": el2n_scores, "grand": grand_scores,
+                      "forgetting": forgetting_scores}
+
+
+def baseline_training(plan: SweepPlan, surrogate: Surrogate) -> ScoreTraining:
+    """The early training EL2N, GraNd and forgetting read their scores from: the surrogate's
+    model and recipe, for ``[prune] baseline_epochs`` epochs, one model per seed from the
+    surrogate's seed on (``baseline_seeds`` of them)."""
+    prune = plan.config.prune
+    recipe = surrogate.recipe.model_copy(update={
+        "epochs": prune.baseline_epochs,
+        "warmup_epochs": min(surrogate.recipe.warmup_epochs, prune.baseline_epochs)})
+    first = prune.surrogate.seed
+    return ScoreTraining(model=surrogate.model_config, recipe=recipe,
+                         seeds=tuple(range(first, first + prune.baseline_seeds)))
 
 
 @dataclass(frozen=True)
@@ -136,6 +184,7 @@ def score_source(plan: SweepPlan, method: str, surrogate: Surrogate, *,
     examples = np.arange(len(source))
     start = time.perf_counter()
     if method in ("lm", "lm-reversed"):
+        require_labels(surrogate, method)
         counts = label_mapping_scores(surrogate, target_train)
         sign = 1.0 if method == "lm" else -1.0
         return MethodScores(method, "class", sign * counts, labels,
@@ -152,6 +201,19 @@ def score_source(plan: SweepPlan, method: str, surrogate: Surrogate, *,
                             {"surrogate": surrogate.path.name, "clusters": clusters,
                              "kmeans_seed": seed, "cluster_sizes":
                                  np.bincount(fm.assignment, minlength=clusters).tolist()})
+    if method in _TRAINED_BASELINES:
+        require_labels(surrogate, method)
+        training = baseline_training(plan, surrogate)
+        scores = _TRAINED_BASELINES[method](source, training)
+        return MethodScores(method, "example", scores, examples, time.perf_counter() - start,
+                            {"training": training.model_dump(mode="json")})
+    if method == "moderate":
+        require_labels(surrogate, method)
+        features = extract_features([surrogate.model], source,
+                                    normalization=surrogate.recipe.normalization)[0].numpy()
+        return MethodScores(method, "example", moderate_scores(features, labels), examples,
+                            time.perf_counter() - start,
+                            {"features": f"surrogate backbone ({surrogate.path.name})"})
     if method == "random":
         return MethodScores(method, "class", None, labels)
     if method == "random-examples":
