@@ -14,6 +14,8 @@ The public API, stage by stage (see docs/architecture.md):
   :func:`fit_ridge`, :func:`fit_lasso`, :func:`diagnose_store`
 - analyses: :func:`run_counterfactual`, :func:`project_labels`, :func:`debug_failures`,
   :func:`find_leakage`
+- pruning: :func:`train_surrogate`, :func:`score_source`, :func:`run_pruning`,
+  :class:`PruningResult`
 - report: :func:`build_report`, :func:`write_experiment_report`
 """
 
@@ -48,6 +50,7 @@ from .estimators import (
 )
 from .models import TransferModel, build_model, register_model
 from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant
+from .pruning import PruningResult, run_pruning, score_source, train_surrogate
 from .report import build_report, write_experiment_report
 from .sweep import SweepPlan, SweepStore, run_local, run_ray, run_shard, subset_masks
 from .training import (
@@ -68,6 +71,7 @@ __all__ = [
     "InfluenceResult",
     "LabeledImages",
     "ModelError",
+    "PruningResult",
     "SimCLRObjective",
     "StoreError",
     "SweepPlan",
@@ -101,10 +105,13 @@ __all__ = [
     "register_model",
     "run_counterfactual",
     "run_local",
+    "run_pruning",
     "run_ray",
     "run_shard",
+    "score_source",
     "split_fashion_suite",
     "subset_masks",
+    "train_surrogate",
     "transfer_fixed_feature",
     "write_experiment_report",
 ]
