@@ -33,6 +33,7 @@ from .analysis import (
 )
 from .config import ExperimentConfig, load_config, parse_config, read_toml
 from .counterfactual import STRATEGIES, CounterfactualResult, run_counterfactual
+from .data.images import LabeledImages
 from .errors import ConfigError, DataError, StoreError, TransferInfluenceError
 from .estimators import InfluenceResult, estimate_influence
 from .estimators.diagnostics import DiagnosticsSummary, diagnose_store
@@ -578,6 +579,19 @@ def _print_pruning(result: PruningResult) -> None:
     console.print("time: " + "; ".join(parts))
 
 
+def _other_targets(plan: SweepPlan, configs: str | None) -> list[LabeledImages]:
+    """The target training sets of other experiments on the same source (``--also-targets``)."""
+    targets = []
+    for path in [part.strip() for part in (configs or "").split(",") if part.strip()]:
+        other = SweepPlan.from_config(load_config(path))
+        if other.data.source.fingerprint() != plan.data.source.fingerprint():
+            raise ConfigError(f"{path} has another source than this experiment; multi-target"
+                              " pruning scores one source for several targets, so every"
+                              " --also-targets config must build the same source data.")
+        targets.append(other.data.target_train)
+    return targets
+
+
 @app.command()
 @_friendly_errors
 def prune(
@@ -596,6 +610,10 @@ def prune(
     ] = True,
     output: Annotated[Path | None, typer.Option(
         help="JSON to write (merged with an earlier run's rows); default: <store>.prune.json")
+    ] = None,
+    also_targets: Annotated[str | None, typer.Option(
+        help="comma-separated configs of other targets on the same source: LM / FM then prune"
+             " for all targets at once (multi-target); accuracy is measured on CONFIG's target")
     ] = None,
     variant: VariantOpt = "prob_correct",
     runner: RunnerOpt = "local",
@@ -624,8 +642,8 @@ def prune(
         influence = _influence(experiment, variant, plan.read_store())
     transfers = [part.strip() for part in transfer.split(",")] if transfer else None
     result = run_pruning(plan, methods, ratio_values, seeds, transfers=transfers,
-                         influence=influence, timing=timing, quiet=quiet, runner=runner,
-                         address=address)
+                         influence=influence, extra_targets=_other_targets(plan, also_targets),
+                         timing=timing, quiet=quiet, runner=runner, address=address)
     path = output or experiment.artifact_path("prune.json")
     if path.exists():
         result = result.merged_into(PruningResult.load(path))

@@ -8,6 +8,8 @@ from transfer_influence.config import parse_config
 from transfer_influence.errors import ConfigError
 from transfer_influence.pruning import (
     el2n_scores,
+    feature_mapping_scores,
+    label_mapping_scores,
     run_pruning,
     score_source,
     train_surrogate,
@@ -56,3 +58,19 @@ def test_fm_runs_on_a_self_supervised_surrogate(unlabelled_plan):
     surrogate = train_surrogate(unlabelled_plan)
     fm = score_source(unlabelled_plan, "fm", surrogate)
     assert fm.level == "cluster" and fm.scores.sum() == len(unlabelled_plan.data.target_train)
+
+
+def test_multi_target_lm_and_fm_sum_each_targets_normalised_counts(pruning_plan):
+    surrogate = train_surrogate(pruning_plan)
+    first, second = pruning_plan.data.target_train, pruning_plan.data.target_test
+    lm = score_source(pruning_plan, "lm", surrogate, extra_targets=[second])
+    expected = (label_mapping_scores(surrogate, first) / len(first)
+                + label_mapping_scores(surrogate, second) / len(second))
+    np.testing.assert_allclose(lm.scores, expected)
+    assert lm.method == "lm[2 targets]" and len(lm.settings["counts"]) == 2
+    fm = score_source(pruning_plan, "fm", surrogate, extra_targets=[second])
+    single = [feature_mapping_scores(surrogate, pruning_plan.data.source, t, clusters=8, seed=0)
+              for t in (first, second)]
+    np.testing.assert_allclose(fm.scores, single[0].scores / len(first)
+                               + single[1].scores / len(second))
+    assert score_source(pruning_plan, "el2n", surrogate, extra_targets=[second]).method == "el2n"

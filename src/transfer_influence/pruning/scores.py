@@ -111,25 +111,35 @@ def kmeans_centroids(features: np.ndarray, clusters: int, seed: int) -> np.ndarr
 
 
 def feature_mapping_scores(surrogate: Surrogate, source: LabeledImages,
-                           target_train: LabeledImages, *, clusters: int, seed: int
-                           ) -> FeatureClusters:
+                           targets: LabeledImages | Sequence[LabeledImages], *, clusters: int,
+                           seed: int) -> FeatureClusters:
     """Cluster the surrogate's source features into ``clusters`` pseudo-classes (k-means,
-    seeded) and score each by the target training images nearest to its centroid. Uses no
-    source labels."""
+    seeded) and score each by the target training images nearest to its centroid (several
+    ``targets``: combined as in :func:`multi_target_scores`). Uses no source labels."""
     if not 2 <= clusters <= len(source):
         raise ConfigError(
             f"FM needs 2 <= K <= the number of source examples ({len(source)}), got K={clusters};"
             " set [prune] clusters to a smaller number."
         )
+    targets = [targets] if isinstance(targets, LabeledImages) else list(targets)
     normalization = surrogate.recipe.normalization
-    source_features = extract_features([surrogate.model], source,
-                                       normalization=normalization)[0].double().numpy()
-    target_features = extract_features([surrogate.model], target_train,
-                                       normalization=normalization)[0].double().numpy()
+
+    def features(images: LabeledImages) -> np.ndarray:
+        return extract_features([surrogate.model], images,
+                                normalization=normalization)[0].double().numpy()
+
+    source_features = features(source)
     centroids = kmeans_centroids(source_features, clusters, seed)
-    nearest = nearest_centroid(target_features, centroids)
+    counts = [np.bincount(nearest_centroid(features(t), centroids),
+                          minlength=clusters).astype(np.float64) for t in targets]
     return FeatureClusters(nearest_centroid(source_features, centroids), centroids,
-                           np.bincount(nearest, minlength=clusters).astype(np.float64))
+                           combine_targets(counts, [len(t) for t in targets]))
+
+
+def combine_targets(per_target: Sequence[np.ndarray], sizes: Sequence[int]) -> np.ndarray:
+    """One target's counts as they are; several combined by :func:`multi_target_scores`."""
+    return (np.asarray(per_target[0], dtype=np.float64) if len(per_target) == 1
+            else multi_target_scores(per_target, sizes))
 
 
 PRUNING_METHODS: tuple[str, ...] = ("lm", "lm-reversed", "fm", "random", "random-examples",
@@ -177,30 +187,38 @@ class MethodScores:
 
 
 def score_source(plan: SweepPlan, method: str, surrogate: Surrogate, *,
-                 influence: InfluenceResult | None = None) -> MethodScores:
-    """Score the experiment's source with ``method`` (one of :data:`PRUNING_METHODS`)."""
-    source, target_train = plan.data.source, plan.data.target_train
+                 influence: InfluenceResult | None = None,
+                 extra_targets: Sequence[LabeledImages] = ()) -> MethodScores:
+    """Score the experiment's source with ``method`` (one of :data:`PRUNING_METHODS`).
+
+    ``extra_targets``: training sets of more targets the pruned source must also serve; LM and FM
+    then score for all targets at once (:func:`multi_target_scores`) and are labelled e.g.
+    ``lm[2 targets]``. The other methods do not depend on the target.
+    """
+    source = plan.data.source
+    targets = [plan.data.target_train, *extra_targets]
     labels = np.asarray(source.labels)
     examples = np.arange(len(source))
     start = time.perf_counter()
+    label = method if not extra_targets else f"{method}[{len(targets)} targets]"
+    described = {"surrogate": surrogate.path.name,
+                 "targets": [f"{t.name} ({len(t)} images)" for t in targets]}
     if method in ("lm", "lm-reversed"):
         require_labels(surrogate, method)
-        counts = label_mapping_scores(surrogate, target_train)
+        counts = [label_mapping_scores(surrogate, t) for t in targets]
+        scores = combine_targets(counts, [len(t) for t in targets])
         sign = 1.0 if method == "lm" else -1.0
-        return MethodScores(method, "class", sign * counts, labels,
-                            time.perf_counter() - start,
-                            {"surrogate": surrogate.path.name, "target_images": len(target_train),
-                             "counts": counts.tolist()})
+        return MethodScores(label, "class", sign * scores, labels, time.perf_counter() - start,
+                            {**described, "counts": [c.tolist() for c in counts]})
     if method == "fm":
         clusters = plan.config.prune.clusters or source.num_classes
         seed = plan.config.prune.surrogate.seed
-        fm = feature_mapping_scores(surrogate, source, target_train, clusters=clusters,
-                                    seed=seed)
-        return MethodScores(method, "cluster", fm.scores, fm.assignment,
+        fm = feature_mapping_scores(surrogate, source, targets, clusters=clusters, seed=seed)
+        return MethodScores(label, "cluster", fm.scores, fm.assignment,
                             time.perf_counter() - start,
-                            {"surrogate": surrogate.path.name, "clusters": clusters,
-                             "kmeans_seed": seed, "cluster_sizes":
-                                 np.bincount(fm.assignment, minlength=clusters).tolist()})
+                            {**described, "clusters": clusters, "kmeans_seed": seed,
+                             "cluster_sizes": np.bincount(fm.assignment,
+                                                          minlength=clusters).tolist()})
     if method in _TRAINED_BASELINES:
         require_labels(surrogate, method)
         training = baseline_training(plan, surrogate)
