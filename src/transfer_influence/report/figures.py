@@ -103,7 +103,7 @@ def pruning_png(result: PruningResult, transfer: str) -> bytes:
     """Target accuracy against the pruning ratio, one line per method with its 95% interval
     shaded, and the no-pruning reference as a horizontal line and grey band (the paper's
     Fig. 4)."""
-    figure = Figure(figsize=(7.5, 4.0), dpi=DPI, layout="constrained")
+    figure = Figure(figsize=(9.0, 4.2), dpi=DPI, layout="constrained")
     axes = figure.add_subplot()
     reference = result.reference[transfer]
     axes.axhspan(reference.low, reference.high, color="0.85", zorder=0,
@@ -121,7 +121,7 @@ def pruning_png(result: PruningResult, transfer: str) -> bytes:
     axes.set_xlabel("pruning ratio (fraction of the source units removed)")
     axes.set_ylabel(f"target accuracy ({_label(transfer)})")
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
+    axes.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _png(figure)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from ..atomic import atomic_open
 from ..data.images import LabeledImages
 from ..errors import DataError
+from ..pruning.experiment import PruningResult, RatioRow
 from .figures import convergence_png, counterfactual_png, heatmap_png, pruning_png
 from .images import class_samples, grid_data_uri, png_data_uri, unit_samples
 from .inputs import ReportInputs
@@ -30,6 +31,10 @@ _ENVIRONMENT = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+
+
+PRUNED_CLASSES_SHOWN = 24
+"""Most class names (with sample images) the pruning section lists per method."""
 
 
 @dataclass(frozen=True)
@@ -233,23 +238,48 @@ class _Page:
         for transfer, reference in result.reference.items():
             rows = [row for row in result.rows if row.transfer == transfer]
             methods = list(dict.fromkeys(row.method for row in rows))
+            ratios = sorted({row.ratio for row in rows})
+            cells = {(row.method, row.ratio): row for row in rows}
             transfers.append({
                 "name": transfer, "figure": png_data_uri(pruning_png(result, transfer)),
                 "reference": reference, "reference_interval": _interval(reference.low,
                                                                         reference.high),
-                "rows": [{"row": row, "interval": _interval(row.accuracy.low,
-                                                            row.accuracy.high),
-                          "diff": _interval(row.accuracy.diff_low, row.accuracy.diff_high)}
-                         for row in rows],
-                "winning": [(method, result.winning_ratio(transfer, method))
-                            for method in methods],
+                "ratios": ratios,
+                "methods": [{"name": method, "winning": result.winning_ratio(transfer, method),
+                             "cells": [self.pruning_cell(cells.get((method, ratio)))
+                                       for ratio in ratios]} for method in methods],
             })
-        pruned = [{"method": method, "ratio": ratio,
-                   "classes": self.rows([(name, 0.0) for name in names], None)}
-                  for method, by_ratio in result.pruned_classes.items()
-                  for ratio, names in by_ratio.items()]
+        pruned = [self.pruned_classes(result, method, by_ratio)
+                  for method, by_ratio in result.pruned_classes.items()]
         return {"transfers": transfers, "pruned": pruned, "timing": result.timing,
                 "seeds": result.seeds}
+
+    @staticmethod
+    def pruning_cell(row: RatioRow | None) -> dict | None:
+        """A (method, ratio) cell: the paired change from no pruning, its interval, the share
+        of the source kept; None where the method was not run at that ratio."""
+        if row is None:
+            return None
+        a = row.accuracy
+        return {"diff": a.diff_mean, "interval": _interval(a.diff_low, a.diff_high),
+                "accuracy": a.mean, "kept": row.kept_fraction, "win": a.diff_high >= 0.0}
+
+    def pruned_classes(self, result: PruningResult, method: str,
+                       by_ratio: dict[str, list[str]]) -> dict:
+        """One class-level method's pruned source, at its largest winning ratio (else its
+        smallest ratio): the smaller of the pruned and the kept classes, at most
+        ``PRUNED_CLASSES_SHOWN`` of them with sample images, so hundreds of classes stay
+        readable."""
+        winning = [r for t in result.reference if (r := result.winning_ratio(t, method))
+                   is not None]
+        ratio = f"{max(winning):g}" if winning else min(by_ratio, key=float)
+        pruned = by_ratio[ratio]
+        kept = [name for name in self.inputs.source.class_names if name not in set(pruned)]
+        shown, what = (pruned, "pruned") if len(pruned) <= len(kept) else (kept, "kept")
+        return {"method": method, "ratio": ratio, "what": what, "pruned": len(pruned),
+                "kept": len(kept), "more": max(0, len(shown) - PRUNED_CLASSES_SHOWN),
+                "classes": self.rows([(name, 0.0) for name in shown[:PRUNED_CLASSES_SHOWN]],
+                                     None)}
 
     def facts(self) -> list[tuple[str, str]]:
         source, target, result = self.inputs.source, self.inputs.target_test, self.result
