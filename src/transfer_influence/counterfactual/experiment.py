@@ -120,16 +120,22 @@ def correct_per_seed(store: SweepStore) -> np.ndarray:
     return store.read_outputs(np.arange(store.num_models)).variant("is_correct") > 0.5
 
 
-def _summarise(arm: Arm, correct: np.ndarray, baseline: np.ndarray, names: Sequence[str]
-               ) -> ArmResult:
-    """Accuracy intervals are clipped to [0, 1] and differences to [-1, 1], where the true
-    values lie (a t-interval over few seeds can overshoot)."""
+def paired_accuracy(correct: np.ndarray, baseline: np.ndarray
+                    ) -> tuple[float, float, float, float, float, float]:
+    """``(mean, low, high, diff_mean, diff_low, diff_high)`` of per-seed accuracies ``[seeds]``
+    and of their paired differences from the baseline's; accuracy intervals are clipped to
+    [0, 1] and differences to [-1, 1], where the true values lie (a t-interval over few seeds
+    can overshoot)."""
     mean, low, high = mean_interval(correct)
     diff_mean, diff_low, diff_high = mean_interval(correct - baseline)
-    low, high = max(low, 0.0), min(high, 1.0)
-    diff_low, diff_high = max(diff_low, -1.0), min(diff_high, 1.0)
+    return (mean, max(low, 0.0), min(high, 1.0),
+            diff_mean, max(diff_low, -1.0), min(diff_high, 1.0))
+
+
+def _summarise(arm: Arm, correct: np.ndarray, baseline: np.ndarray, names: Sequence[str]
+               ) -> ArmResult:
     return ArmResult(arm.name, arm.k, [[names[i] for i in r] for r in arm.removed],
-                     correct.tolist(), mean, low, high, diff_mean, diff_low, diff_high)
+                     correct.tolist(), *paired_accuracy(correct, baseline))
 
 
 def build_arms(plan: SweepPlan, strategy: Strategy, ks: Sequence[int], seeds: int, *,

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..atomic import read_json, write_json
 from ..counterfactual.arms import Arm, baseline_arm, check_seeds, retrain_seed
-from ..counterfactual.experiment import correct_per_seed, mean_interval
+from ..counterfactual.experiment import correct_per_seed, paired_accuracy
 from ..counterfactual.retrain import retrain
 from ..data.images import LabeledImages
 from ..errors import ConfigError
@@ -52,12 +52,9 @@ class Accuracy:
 
     @classmethod
     def of(cls, correct: np.ndarray, reference: np.ndarray) -> Accuracy:
-        """Accuracy per seed ``[seeds]`` against the reference's ``[seeds]`` (intervals clipped
-        to where the true values lie, as in counterfactual results)."""
-        mean, low, high = mean_interval(correct)
-        diff_mean, diff_low, diff_high = mean_interval(correct - reference)
-        return cls([float(c) for c in correct], mean, max(low, 0.0), min(high, 1.0),
-                   diff_mean, max(diff_low, -1.0), min(diff_high, 1.0))
+        """Accuracy per seed ``[seeds]`` against the reference's ``[seeds]``, summarised as
+        counterfactual arms are (:func:`~..counterfactual.experiment.paired_accuracy`)."""
+        return cls([float(c) for c in correct], *paired_accuracy(correct, reference))
 
 
 @dataclass(frozen=True)
