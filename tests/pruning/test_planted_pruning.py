@@ -6,7 +6,12 @@ import pytest
 
 from transfer_influence.config import parse_config
 from transfer_influence.data.planted_pruning import planted_pruning_problem
-from transfer_influence.pruning import run_pruning, score_source, train_surrogate
+from transfer_influence.pruning import (
+    class_mean_scores,
+    run_pruning,
+    score_source,
+    train_surrogate,
+)
 from transfer_influence.sweep.plan import SweepPlan
 
 from .conftest import pruning_raw
@@ -44,3 +49,22 @@ def test_pruning_half_by_lm_keeps_accuracy_where_random_loses_it(pruning_plan):
     assert rows["random"].accuracy.diff_high < 0.0, rows["random"]
     assert result.winning_ratio("fixed_feature", "random") is None
     assert rows["lm"].kept_fraction == 0.5 and rows["random"].kept_fraction == 0.5
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fm_on_a_simclr_surrogate_recovers_the_related_classes_without_labels(tmp_path, seed):
+    """No source label is used: the surrogate is contrastive and FM clusters its features. Per
+    source class, the mean FM score of its examples ranks (almost) every related class first;
+    measured on seeds 0-3: 3, 4, 4, 4 of the top 4 classes related."""
+    raw = pruning_raw(tmp_path / "sweep.zarr")
+    raw["data"]["seed"] = seed
+    raw["prune"]["surrogate"] = {"pretrain": {"epochs": 20, "lr": 0.05, "batch_size": 32,
+                                              "objective": "simclr"}}
+    plan = SweepPlan.from_config(parse_config(raw))
+    fm = score_source(plan, "fm", train_surrogate(plan))
+    _, truth = planted_pruning_problem(seed)
+    per_class = class_mean_scores(fm.scores[fm.members], plan.data.source.labels,
+                                  plan.data.source.num_classes)
+    top_four = np.argsort(-per_class)[:4]
+    assert np.isin(top_four, truth.related).sum() >= 3
+    assert per_class[list(truth.related)].mean() > 2 * per_class[list(truth.unrelated)].mean()
