@@ -74,6 +74,20 @@ def test_hash_ignores_settings_left_at_their_default():
     assert parse_config(_with(pretrain__batch_size=128)).config_hash() != base
 
 
+def test_a_finetuning_recipe_counts_only_when_fine_tuning():
+    """`prune --transfer finetune` needs a [transfer.recipe]; adding one to a fixed-feature
+    experiment must not orphan its sweep store, while under fine-tuning it decides the models."""
+    base = parse_config(_with()).config_hash()
+    recipe = {"epochs": 5, "lr": 0.01}
+    assert parse_config(_with(transfer__recipe=recipe)).config_hash() == base
+    tuned = parse_config(_with(transfer__mode="finetune", transfer__recipe=recipe)).config_hash()
+    retuned = parse_config(_with(transfer__mode="finetune",
+                                 transfer__recipe={**recipe, "lr": 0.02})).config_hash()
+    assert len({base, tuned, retuned}) == 3
+    assert parse_config(_with(transfer__recipe=recipe, transfer__l2=0.5)).config_hash() == (
+        parse_config(_with(transfer__l2=0.5)).config_hash())
+
+
 def test_a_new_option_with_a_default_keeps_existing_hashes():
     """An option added later (here to a nested table) leaves the hash of every config that does
     not set it unchanged, so stores written before it existed still open."""

@@ -196,8 +196,9 @@ class ExperimentConfig(_Strict):
         - ``num_models`` is left out: model *i*'s subset and seed depend only on
           ``(sweep.seed, i)``, so a store can grow to more models (``transfer-influence run``
           extends it) without changing any model already trained. The store location, the
-          group size (a scheduling choice), ``name`` and ``prune`` (pruning settings change no
-          sweep model) are left out too.
+          group size (a scheduling choice), ``name``, ``prune`` (pruning settings change no
+          sweep model) and, under fixed-feature transfer, the fine-tuning ``transfer.recipe``
+          (used only by ``prune --transfer finetune``) are left out too.
         - Every setting equal to its default is left out (pydantic ``exclude_defaults``, applied
           at every nesting level; a table left entirely at its defaults vanishes), so adding a new
           option *with a default that reproduces the old behaviour* never changes the hash of
@@ -208,6 +209,10 @@ class ExperimentConfig(_Strict):
                                   exclude_defaults=True)
         for key in ("num_models", "store", "group_size"):
             payload["sweep"].pop(key, None)
+        if self.transfer.mode == "fixed_feature" and "transfer" in payload:
+            payload["transfer"].pop("recipe", None)  # a fine-tuning recipe changes nothing then
+            if not payload["transfer"]:
+                del payload["transfer"]
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
