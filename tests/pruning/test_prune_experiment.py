@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 
 import transfer_influence.pruning.surrogate as surrogate_module
+from transfer_influence.config import parse_config
 from transfer_influence.errors import ConfigError
 from transfer_influence.models import build_model
 from transfer_influence.pruning import PruningResult, run_pruning, train_surrogate
 from transfer_influence.sweep.plan import SweepPlan
+
+from .conftest import pruning_raw
 
 
 class Crash(Exception):
@@ -86,7 +89,18 @@ def test_bad_transfer_mode_and_no_methods_fail_before_training(pruning_plan):
         run_pruning(pruning_plan, [], [0.5], 2, quiet=True)
     with pytest.raises(ConfigError, match="strictly between 0 and 1"):
         run_pruning(pruning_plan, ["lm"], [1.0], 2, quiet=True)
+    with pytest.raises(ConfigError, match=r"unknown pruning method\(s\) \['lmm'\]"):
+        run_pruning(pruning_plan, ["lm", "lmm"], [0.5], 2, quiet=True)
     assert not surrogate_module.surrogate_path(pruning_plan).exists()
+
+
+def test_more_clusters_than_source_examples_fail_before_training(tmp_path):
+    raw = pruning_raw(tmp_path / "sweep.zarr")
+    raw["prune"]["clusters"] = 801
+    plan = SweepPlan.from_config(parse_config(raw))
+    with pytest.raises(ConfigError, match="clusters = 801 exceeds the 800 source examples"):
+        run_pruning(plan, ["lm", "fm"], [0.5], 2, quiet=True)
+    assert not surrogate_module.surrogate_path(plan).exists()
 
 
 def test_class_and_example_masks_of_the_whole_source_train_the_same_model(pruning_plan):

@@ -31,7 +31,7 @@ from ..estimators.result import InfluenceResult
 from ..sweep.masks import subset_masks
 from ..sweep.plan import SweepPlan
 from .masks import check_ratios, member_examples, pruned_units, random_pruned_units
-from .scores import MethodScores, score_source
+from .scores import PRUNING_METHODS, MethodScores, score_source
 from .surrogate import train_surrogate
 
 TRANSFER_MODES = ("fixed_feature", "finetune")
@@ -183,6 +183,14 @@ def run_pruning(
     transfers = list(dict.fromkeys(transfers or [plan.config.transfer.mode]))
     if not methods:
         raise ConfigError("give at least one pruning method, e.g. --method lm,random.")
+    unknown = [method for method in methods if method not in PRUNING_METHODS]
+    if unknown:
+        raise ConfigError(f"unknown pruning method(s) {unknown}; choose from"
+                          f" {', '.join(PRUNING_METHODS)}.")
+    clusters = plan.config.prune.clusters or plan.data.source.num_classes
+    if "fm" in methods and clusters > len(plan.data.source):
+        raise ConfigError(f"[prune] clusters = {clusters} exceeds the {len(plan.data.source)}"
+                          " source examples; FM needs K <= the number of source examples.")
     class_plan = plan.variant(unit="class")
     for transfer in transfers:
         class_plan.variant(transfer_mode=transfer)  # a bad mode fails before any training
