@@ -153,6 +153,43 @@ def _time_models(plan: SweepPlan, masks: np.ndarray) -> float:
     return float(np.mean(seconds))
 
 
+def _check_request(plan: SweepPlan, methods: Sequence[str], transfers: Sequence[str]) -> None:
+    """Everything a pruning run can refuse, refused before any training."""
+    if not methods:
+        raise ConfigError("give at least one pruning method, e.g. --method lm,random.")
+    unknown = [method for method in methods if method not in PRUNING_METHODS]
+    if unknown:
+        raise ConfigError(f"unknown pruning method(s) {unknown}; choose from"
+                          f" {', '.join(PRUNING_METHODS)}.")
+    clusters = plan.config.prune.clusters or plan.data.source.num_classes
+    if "fm" in methods and clusters > len(plan.data.source):
+        raise ConfigError(f"[prune] clusters = {clusters} exceeds the {len(plan.data.source)}"
+                          " source examples; FM needs K <= the number of source examples.")
+    for transfer in transfers:
+        plan.variant(transfer_mode=transfer)  # an unknown mode or a missing recipe fails here
+
+
+def _ratio_rows(plan: SweepPlan, transfer: str, scores: MethodScores, ratios: Sequence[float],
+                arms: Sequence[Arm], reference: np.ndarray, **retraining) -> list[RatioRow]:
+    """Retrain (or resume) one method's arms in one transfer mode and summarise each ratio
+    against the reference's per-seed accuracy ``[seeds]``."""
+    level_plan = plan.variant(unit="class" if scores.level == "class" else "example",
+                              transfer_mode=transfer)
+    stores = retrain(level_plan, arms, **retraining)
+    labels = plan.data.source.labels
+    rows = []
+    for ratio, arm, store in zip(ratios, arms, stores):
+        kept = arm.masks(len(level_plan.unit_names))
+        kept_examples = (kept.sum(axis=1) if scores.level != "class" else
+                         np.array([np.isin(labels, np.flatnonzero(m)).sum() for m in kept]))
+        pruned = (len(arm.removed[0]) if scores.level != "cluster" else
+                  int(np.unique(scores.members[list(arm.removed[0])]).size))
+        rows.append(RatioRow(transfer, scores.method, ratio, pruned,
+                             float(kept_examples.mean() / len(labels)),
+                             Accuracy.of(correct_per_seed(store).mean(axis=1), reference)))
+    return rows
+
+
 def run_pruning(
     plan: SweepPlan,
     methods: Sequence[str],
@@ -174,57 +211,30 @@ def run_pruning(
     ``[transfer.recipe]``. ``influence`` is the sweep's estimate, needed by the ``influence``
     method. ``extra_targets``: training sets of other targets the pruned source must serve too
     (multi-target LM / FM, see :func:`~.scores.score_source`); accuracy is still measured on
-    this experiment's target. ``timing`` additionally times one model on the full source, one on an ``alpha``
-    subset (the sweep's per-model cost) and one per ratio on the first method's kept data.
-    Killed runs resume: every trained model is kept in a content-addressed arm store.
+    this experiment's target. ``timing`` also times one model on the full source, one on an
+    ``alpha`` subset (the sweep's per-model cost) and one per ratio on the first method's kept
+    data. Killed runs resume: every trained model is kept in a content-addressed arm store.
     """
     seeds = check_seeds(seeds)
     ratios = check_ratios(ratios)
     transfers = list(dict.fromkeys(transfers or [plan.config.transfer.mode]))
-    if not methods:
-        raise ConfigError("give at least one pruning method, e.g. --method lm,random.")
-    unknown = [method for method in methods if method not in PRUNING_METHODS]
-    if unknown:
-        raise ConfigError(f"unknown pruning method(s) {unknown}; choose from"
-                          f" {', '.join(PRUNING_METHODS)}.")
-    clusters = plan.config.prune.clusters or plan.data.source.num_classes
-    if "fm" in methods and clusters > len(plan.data.source):
-        raise ConfigError(f"[prune] clusters = {clusters} exceeds the {len(plan.data.source)}"
-                          " source examples; FM needs K <= the number of source examples.")
-    class_plan = plan.variant(unit="class")
-    for transfer in transfers:
-        class_plan.variant(transfer_mode=transfer)  # a bad mode fails before any training
+    _check_request(plan, methods, transfers)
     surrogate = train_surrogate(plan, quiet=quiet)
     scored = [score_source(plan, method, surrogate, influence=influence,
                            extra_targets=extra_targets) for method in dict.fromkeys(methods)]
     arms = {s.method: [_arm(plan, s, ratio, seeds) for ratio in ratios] for s in scored}
 
-    num_examples = len(plan.data.source)
+    retraining = {"quiet": quiet, "runner": runner, "address": address}
     reference: dict[str, Accuracy] = {}
     rows: list[RatioRow] = []
     for transfer in transfers:
-        by_level = {level: plan.variant(unit=level, transfer_mode=transfer)
-                    for level in ("class", "example")}
-        base = baseline_arm(seeds)
-        (base_store,) = retrain(by_level["class"], [base], quiet=quiet, runner=runner,
-                                address=address)
+        (base_store,) = retrain(plan.variant(unit="class", transfer_mode=transfer),
+                                [baseline_arm(seeds)], **retraining)
         base_correct = correct_per_seed(base_store).mean(axis=1)
         reference[transfer] = Accuracy.of(base_correct, base_correct)
         for s in scored:
-            level_plan = by_level["class" if s.level == "class" else "example"]
-            stores = retrain(level_plan, arms[s.method], quiet=quiet, runner=runner,
-                             address=address)
-            for ratio, arm, store in zip(ratios, arms[s.method], stores):
-                kept = arm.masks(len(level_plan.unit_names))
-                kept_examples = (kept.sum(axis=1) if s.level != "class" else
-                                 np.array([np.isin(plan.data.source.labels,
-                                                   np.flatnonzero(m)).sum() for m in kept]))
-                pruned = (len(arm.removed[0]) if s.level != "cluster" else
-                          int(np.unique(s.members[list(arm.removed[0])]).size))
-                rows.append(RatioRow(transfer, s.method, ratio, pruned,
-                                     float(kept_examples.mean() / num_examples),
-                                     Accuracy.of(correct_per_seed(store).mean(axis=1),
-                                                 base_correct)))
+            rows += _ratio_rows(plan, transfer, s, ratios, arms[s.method], base_correct,
+                                **retraining)
 
     names = plan.data.source.class_names
     pruned_classes = {s.method: {f"{ratio:g}": [names[i] for i in arm.removed[0]]
