@@ -47,7 +47,13 @@ from .models import TransferModel, build_model
 from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant
 from .report import build_report, write_experiment_report
 from .sweep import SweepPlan, SweepStore, run_local, run_ray, run_shard, subset_masks
-from .training import TrainRecipe, finetune_group, pretrain_group, transfer_fixed_feature
+from .training import (
+    DivergenceLog,
+    TrainRecipe,
+    finetune_group,
+    pretrain_group,
+    transfer_fixed_feature,
+)
 
 __version__ = "0.1.0"
 
@@ -55,6 +61,7 @@ __all__ = [
     "OUTPUT_VARIANTS",
     "ConfigError",
     "DataError",
+    "DivergenceLog",
     "ExperimentConfig",
     "InfluenceResult",
     "LabeledImages",

@@ -127,6 +127,12 @@ class SweepConfig(_Strict):
 
     ``group_size`` models are trained per call of the group trainer; ``store`` is the result
     store's path or fsspec URL (relative paths are relative to the config file).
+
+    ``on_divergence`` says what a model whose loss becomes NaN or infinite does: ``"record"``
+    marks it diverged in the store (final, no outputs) and the sweep goes on; ``"stop"`` raises.
+    It is not hashed: it never changes a completed model's numbers (a model trains identically
+    whatever happens to the others of its group), only whether the sweep continues past a
+    diverged one, so switching it keeps every finished model.
     """
 
     num_models: int = Field(ge=2)
@@ -135,6 +141,7 @@ class SweepConfig(_Strict):
     seed: int = 0
     group_size: int = Field(8, ge=1)
     store: str = "runs/sweep.zarr"
+    on_divergence: Literal["record", "stop"] = "record"
 
 
 class ExperimentConfig(_Strict):
@@ -151,11 +158,13 @@ class ExperimentConfig(_Strict):
     def config_hash(self) -> str:
         """sha256 (16 hex digits) of every setting that changes results.
 
-        Excludes the store location, the group size (a scheduling choice) and ``name``.
+        Excludes the store location, the group size and ``on_divergence`` (scheduling and
+        policy choices, see :class:`SweepConfig`) and ``name``.
         """
         payload = self.model_dump(mode="json", exclude={"name", "base_dir"})
         payload["sweep"].pop("store")
         payload["sweep"].pop("group_size")
+        payload["sweep"].pop("on_divergence", None)
         text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

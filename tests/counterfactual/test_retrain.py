@@ -34,9 +34,9 @@ def counting_plan(tmp_path, monkeypatch):
     trained = []
     original = SweepPlan.train_models
 
-    def counting(self, masks, seeds):
+    def counting(self, masks, seeds, divergence=None):
         trained.append(len(seeds))
-        return original(self, masks, seeds)
+        return original(self, masks, seeds, divergence)
 
     monkeypatch.setattr(SweepPlan, "train_models", counting)
     return plan, trained
@@ -103,7 +103,7 @@ def test_counterfactual_resumes_after_sigkill(tmp_path, monkeypatch):
     trained = []
     original = SweepPlan.train_models
     monkeypatch.setattr(SweepPlan, "train_models",
-                        lambda self, m, s: trained.append(len(s)) or original(self, m, s))
+                        lambda self, m, s, d=None: trained.append(len(s)) or original(self, m, s, d))
     plan = SweepPlan.from_config(load_config(config_path))
     resumed = run_counterfactual(plan, "random", [1, 2], 4, quiet=True)
     assert sum(trained) == 12 - done_at_kill

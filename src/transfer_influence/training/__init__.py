@@ -4,6 +4,7 @@ from .linear_heads import fit_linear_heads
 from .objectives import Objective, cross_entropy_objective
 from .recipe import Normalization, Schedule, TrainRecipe
 from .trainer import (
+    DivergenceLog,
     Strategy,
     Unit,
     choose_strategy,
@@ -21,6 +22,7 @@ from .transfer import (
 )
 
 __all__ = [
+    "DivergenceLog",
     "Normalization",
     "Objective",
     "Schedule",

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -70,6 +71,53 @@ Unit = Literal["class", "example"]
 
 _CHECK_EVERY = 50  # steps between divergence checks (each check synchronises a GPU)
 _CONVERT_ROWS = 1024  # images converted per chunk when caching a float copy
+
+
+@dataclass
+class DivergenceLog:
+    """Which models of a group diverged, filled in by the trainer instead of raising.
+
+    ``step[g]`` is the first step at which model ``g``'s loss was seen NaN or infinite (-1 while
+    it never was) and ``last_loss[g]`` its loss at the last check before that (NaN if the very
+    first check failed). Losses are checked every ``_CHECK_EVERY`` steps and at a model's last
+    step. A diverged model keeps drawing its batches (so nothing else changes) but its numbers
+    are garbage: callers keep no outputs for it.
+    """
+
+    step: np.ndarray  # int64 [models]
+    last_loss: np.ndarray  # float64 [models]
+
+    @classmethod
+    def empty(cls, num_models: int) -> DivergenceLog:
+        """A log of ``num_models`` models none of which has diverged yet."""
+        return cls(np.full(num_models, -1, dtype=np.int64), np.full(num_models, np.nan))
+
+    @property
+    def diverged(self) -> np.ndarray:
+        """bool ``[models]``: which models diverged."""
+        return self.step >= 0
+
+    def take(self, models: np.ndarray) -> DivergenceLog:
+        """The log of group positions ``models`` (indices or bool mask)."""
+        return DivergenceLog(self.step[models], self.last_loss[models])
+
+    def record(self, loss: np.ndarray, step: int, models: np.ndarray) -> None:
+        """Note the losses ``[len(models)]`` of group positions ``models`` at ``step``."""
+        for g, value in zip(models.tolist(), loss.tolist()):
+            if self.step[g] >= 0:
+                continue
+            if np.isfinite(value):
+                self.last_loss[g] = value
+            else:
+                self.step[g] = step
+
+    def merge(self, other: DivergenceLog, models: np.ndarray, offset: np.ndarray) -> None:
+        """Take in ``other``, the log of a later stage run on group positions ``models``, whose
+        steps count from ``offset[i]`` (the steps model ``models[i]`` took before it)."""
+        later = other.diverged
+        self.step[models[later]] = offset[later] + other.step[later]
+        self.last_loss[models] = np.where(np.isnan(other.last_loss), self.last_loss[models],
+                                          other.last_loss)
 
 
 def subset_indices(data: LabeledImages, masks: np.ndarray, unit: Unit) -> list[np.ndarray]:
@@ -117,6 +165,7 @@ def train_group(
     strategy: Strategy = "auto",
     device: str | torch.device = "cpu",
     progress: bool = False,
+    divergence: DivergenceLog | None = None,
 ) -> list[TransferModel]:
     """Train ``len(seeds)`` models from scratch, model ``g`` on the units kept by ``masks[g]``.
 
@@ -128,6 +177,7 @@ def train_group(
         recipe: optimiser, schedule and augmentation.
         objective: loss function (default: cross-entropy with ``recipe.label_smoothing``).
         strategy: ``loop``, ``vmap`` or ``auto`` (see module docstring).
+        divergence: see :func:`fit_models`.
 
     Returns:
         The trained models, in the order of ``seeds``, on ``device``.
@@ -142,7 +192,7 @@ def train_group(
         reset_parameters(model, generator)
         models.append(model)
     return fit_models(models, data, subsets, generators, recipe, objective=objective,
-                      strategy=strategy, device=device, progress=progress)
+                      strategy=strategy, device=device, progress=progress, divergence=divergence)
 
 
 def pretrain_group(
@@ -158,6 +208,7 @@ def pretrain_group(
     strategy: Strategy = "auto",
     device: str | torch.device = "cpu",
     progress: bool = False,
+    divergence: DivergenceLog | None = None,
 ) -> list[TransferModel]:
     """:func:`train_group` on the masked source with its labels; the head has one output per
     source class (removed classes included, so every model shares one label space)."""
@@ -168,7 +219,8 @@ def pretrain_group(
                            num_classes=source.num_classes, **(model_options or {}))
 
     return train_group(build, source, masks, unit=unit, seeds=seeds, recipe=recipe,
-                       objective=objective, strategy=strategy, device=device, progress=progress)
+                       objective=objective, strategy=strategy, device=device, progress=progress,
+                       divergence=divergence)
 
 
 SMALL_MODEL_PARAMETERS = 150_000
@@ -291,10 +343,16 @@ def fit_models(
     strategy: Strategy = "auto",
     device: str | torch.device = "cpu",
     progress: bool = False,
+    divergence: DivergenceLog | None = None,
 ) -> list[TransferModel]:
     """Train already-initialised ``models`` in place (model ``g`` on example indices
     ``subsets[g]``, drawing shuffles and augmentations from ``generators[g]``); the shared engine
-    of pretraining and fine-tuning. Returns the models."""
+    of pretraining and fine-tuning. Returns the models.
+
+    A model whose loss becomes NaN or infinite raises :class:`TrainingError` without
+    ``divergence``; with a :class:`DivergenceLog` of ``len(models)`` models it is recorded there
+    instead and the other models train on unchanged (sweeps with ``on_divergence = "record"``).
+    """
     if not (len(models) == len(subsets) == len(generators)) or not models:
         raise TrainingError(
             f"got {len(models)} models, {len(subsets)} subsets and {len(generators)} generators;"
@@ -306,20 +364,29 @@ def fit_models(
     batcher = _Batcher(data, recipe, device)
     streams = [_IndexStream(s, g, recipe.batch_size) for s, g in zip(subsets, generators)]
     sizes = [len(s) for s in subsets]
+    if divergence is not None and divergence.step.shape != (len(models),):
+        raise TrainingError(f"the divergence log has {divergence.step.size} models for"
+                            f" {len(models)} models; give DivergenceLog.empty({len(models)}).")
     models = [m.to(device).train() for m in models]
     if chosen == "bmm":
-        _fit_bmm(models, streams, batcher, sizes, recipe, progress)
+        _fit_bmm(models, streams, batcher, sizes, recipe, progress, divergence)
     elif chosen == "vmap":
-        _fit_vmap(models, streams, batcher, sizes, recipe, objective, progress)
+        _fit_vmap(models, streams, batcher, sizes, recipe, objective, progress, divergence)
     else:
         for g, (model, stream, n) in enumerate(zip(models, streams, sizes)):
-            _fit_loop(model, stream, batcher, n, recipe, objective, progress, g)
+            _fit_loop(model, stream, batcher, n, recipe, objective, progress, g, divergence)
     return models
 
 
-def _check_finite(loss: torch.Tensor, step: int) -> None:
-    """Raise TrainingError when any model's loss is NaN or infinite."""
-    bad = (~torch.isfinite(loss.detach().reshape(-1))).nonzero().flatten().tolist()
+def _check_finite(loss: torch.Tensor, step: int, models: np.ndarray,
+                  divergence: DivergenceLog | None) -> None:
+    """Record the losses ``[len(models)]`` of group positions ``models`` in ``divergence``, or
+    without a log raise TrainingError when any is NaN or infinite."""
+    values = loss.detach().reshape(-1).double().cpu().numpy()
+    if divergence is not None:
+        divergence.record(values, step, models)
+        return
+    bad = models[~np.isfinite(values)].tolist()
     if bad:
         raise TrainingError(
             f"training diverged at step {step}: loss is not finite for model(s) {bad} of the group;"
@@ -328,7 +395,8 @@ def _check_finite(loss: torch.Tensor, step: int) -> None:
 
 
 def _fit_loop(model: TransferModel, stream: _IndexStream, batcher: _Batcher, n: int,
-              recipe: TrainRecipe, objective: Objective, progress: bool, index: int) -> None:
+              recipe: TrainRecipe, objective: Objective, progress: bool, index: int,
+              divergence: DivergenceLog | None) -> None:
     """Train one model with ``torch.optim.SGD``.
 
     Gradients start as zeros rather than ``None`` so that parameters the objective does not use
@@ -351,7 +419,9 @@ def _fit_loop(model: TransferModel, stream: _IndexStream, batcher: _Batcher, n: 
         loss.backward()
         optimizer.step()
         if step % _CHECK_EVERY == 0 or step == total - 1:
-            _check_finite(loss, step)
+            _check_finite(loss, step, np.array([index]), divergence)
+            if divergence is not None and divergence.diverged[index]:
+                return  # recorded; its remaining steps would only compute NaNs
 
 
 def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -371,8 +441,8 @@ def _learning_rates(recipe: TrainRecipe, sizes: Sequence[int]) -> np.ndarray:
 
 
 def _fit_vmap(models: list[TransferModel], streams: list[_IndexStream], batcher: _Batcher,
-              sizes: list[int], recipe: TrainRecipe, objective: Objective, progress: bool
-              ) -> None:
+              sizes: list[int], recipe: TrainRecipe, objective: Objective, progress: bool,
+              divergence: DivergenceLog | None) -> None:
     """Train all models together on stacked parameters (see module docstring)."""
     params, buffers = stack_module_state(models)
     params = {k: v.detach() for k, v in params.items()}
@@ -397,7 +467,8 @@ def _fit_vmap(models: list[TransferModel], streams: list[_IndexStream], batcher:
         grads, loss = step_fn(params, buffers, xs, ys)
         return [grads[k] for k in names], loss
 
-    _step_group([params[k] for k in names], gradients, streams, batcher, sizes, recipe, progress)
+    _step_group([params[k] for k in names], gradients, streams, batcher, sizes, recipe, progress,
+                divergence)
     with torch.no_grad():
         for g, model in enumerate(models):
             for name, p in model.named_parameters():
@@ -405,7 +476,8 @@ def _fit_vmap(models: list[TransferModel], streams: list[_IndexStream], batcher:
 
 
 def _fit_bmm(models: list[TransferModel], streams: list[_IndexStream], batcher: _Batcher,
-             sizes: list[int], recipe: TrainRecipe, progress: bool) -> None:
+             sizes: list[int], recipe: TrainRecipe, progress: bool,
+             divergence: DivergenceLog | None) -> None:
     """Train plain MLPs together with hand-written batched forward and backward passes
     (``torch.baddbmm`` over the stacked weights ``[G, out, in]``) under mean cross-entropy with
     ``recipe.label_smoothing``, and the same SGD update as ``vmap``. Computes the gradients
@@ -442,7 +514,7 @@ def _fit_bmm(models: list[TransferModel], streams: list[_IndexStream], batcher: 
                  + smoothing / classes * log_p.sum(2)).mean(1)
         return grads, loss
 
-    _step_group(params, gradients, streams, batcher, sizes, recipe, progress)
+    _step_group(params, gradients, streams, batcher, sizes, recipe, progress, divergence)
     with torch.no_grad():
         for g, ls in enumerate(layers):
             for i, layer in enumerate(ls):
@@ -455,13 +527,15 @@ Gradients = Callable[[torch.Tensor, torch.Tensor, bool],
 
 
 def _step_group(params: list[torch.Tensor], gradients: Gradients, streams: list[_IndexStream],
-                batcher: _Batcher, sizes: list[int], recipe: TrainRecipe, progress: bool) -> None:
+                batcher: _Batcher, sizes: list[int], recipe: TrainRecipe, progress: bool,
+                divergence: DivergenceLog | None) -> None:
     """Drive stacked parameters ``[G, ...]`` through the group's steps: draw every model's
     batch, get per-model gradients (and, every ``_CHECK_EVERY`` steps, the per-model loss ``[G]``
     to check for divergence) from ``gradients(xs, ys, with_loss)``, then take one SGD step.
 
     Finished models still draw batches (from their own generators, so nothing else changes) but
-    take learning rate 0.
+    take learning rate 0. A diverged model (recorded in ``divergence``) keeps stepping: its NaNs
+    stay in its own slices of the stacked tensors.
     """
     momentum = [torch.zeros_like(p) for p in params]
     rates = _learning_rates(recipe, sizes)
@@ -474,8 +548,9 @@ def _step_group(params: list[torch.Tensor], gradients: Gradients, streams: list[
         with torch.no_grad():
             _sgd_update(params, grads, momentum, lrs, recipe)
         if check:
-            active = torch.tensor([step < t for t in totals], device=loss.device)
-            _check_finite(torch.where(active, loss.detach(), 0.0), step)
+            active = np.flatnonzero([step < t for t in totals])
+            _check_finite(loss.detach()[torch.from_numpy(active).to(loss.device)], step, active,
+                          divergence)
 
 
 def _sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor],
