@@ -58,7 +58,7 @@ def write_trained(store: SweepStore, indices: np.ndarray, masks: np.ndarray,
     indices = np.asarray(indices, dtype=np.int64)
     diverged = np.zeros(len(indices), bool) if divergence is None else divergence.diverged
     if diverged.any():
-        store.write_diverged(indices[diverged], divergence.step[diverged],
+        store.write_diverged(indices[diverged], masks[diverged], divergence.step[diverged],
                              divergence.last_loss[diverged])
         logger.warning("models %s diverged; recorded without outputs", indices[diverged].tolist())
     if not diverged.all():

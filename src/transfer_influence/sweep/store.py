@@ -11,7 +11,8 @@ Layout (``M`` models, ``U`` units, ``T`` target examples, ``C`` target classes):
     target_labels            int64   [T]
     finished_at              float64 [M]      (Unix time a model was written; for ETAs)
     completed                bool    [M]
-    diverged_step            int64   [M]      (step its loss became NaN/inf; -1 if it did not)
+    diverged_step            int64   [M]      (step its loss became NaN/inf; -1 if it did not;
+                                               a diverged model's mask is kept in ``masks``)
     diverged_loss            float64 [M]      (its last finite loss before that, NaN if none)
     diverged                 bool    [M]      (training diverged: final, no outputs written)
     attributes: format, config_hash, fingerprints, versions, unit_names,
@@ -56,6 +57,15 @@ OUTPUT_FIELDS: tuple[str, ...] = ("correct_logit", "max_other_logit", "logsumexp
 _DIVERGED_FIELDS = {"diverged_step": ("int64", -1), "diverged_loss": ("float64", np.nan),
                     "diverged": (bool, False)}  # in write order: the flag last
 _LOGITS_CHUNK_BYTES = 16 * 2**20  # keep each [1, targets, classes] logits chunk near 16 MiB
+
+
+class DivergedModels(NamedTuple):
+    """The diverged models of a store (see :meth:`SweepStore.read_diverged`)."""
+
+    indices: np.ndarray  # int64 [models]
+    masks: np.ndarray  # bool [models, units]
+    steps: np.ndarray  # int64 [models]: step at which the loss was first seen NaN or infinite
+    last_losses: np.ndarray  # float64 [models]: last finite loss before it (NaN if none)
 
 
 class ModelChunk(NamedTuple):
@@ -353,14 +363,17 @@ class SweepStore:
             return np.zeros(self.num_models, dtype=bool)
         return np.asarray(self._diverged["diverged"][:], dtype=bool)
 
-    def divergence(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``(indices, steps, last finite losses)`` of the diverged models."""
+    def read_diverged(self) -> DivergedModels:
+        """The diverged models' indices, masks, steps and last finite losses, in index order."""
         idx = np.flatnonzero(self.diverged()).astype(np.int64)
         if idx.size == 0:
-            return idx, np.zeros(0, dtype=np.int64), np.zeros(0)
+            return DivergedModels(idx, np.zeros((0, self.num_units), dtype=bool),
+                                  np.zeros(0, dtype=np.int64), np.zeros(0))
         rows = _selection(idx)
-        return (idx, np.asarray(self._diverged["diverged_step"].oindex[rows], dtype=np.int64),
-                np.asarray(self._diverged["diverged_loss"].oindex[rows], dtype=np.float64))
+        return DivergedModels(
+            idx, np.asarray(self._masks.oindex[rows, :], dtype=bool),
+            np.asarray(self._diverged["diverged_step"].oindex[rows], dtype=np.int64),
+            np.asarray(self._diverged["diverged_loss"].oindex[rows], dtype=np.float64))
 
     def missing(self) -> np.ndarray:
         """int64 indices of models still to train (never written, or interrupted)."""
@@ -432,12 +445,14 @@ class SweepStore:
         # Flags strictly after the data: an interruption above leaves these models missing.
         self._completed.oindex[rows] = np.ones(idx.size, dtype=bool)
 
-    def write_diverged(self, indices: np.ndarray | Sequence[int], steps: np.ndarray,
-                       last_losses: np.ndarray) -> None:
-        """Record models ``indices`` as diverged at ``steps`` with their last finite losses
-        (NaN if none): data chunks first, each model's ``diverged`` flag last. Recording an
-        already recorded model again is a no-op; a completed model cannot be recorded."""
+    def write_diverged(self, indices: np.ndarray | Sequence[int], masks: np.ndarray,
+                       steps: np.ndarray, last_losses: np.ndarray) -> None:
+        """Record models ``indices`` (masks ``[n, units]``) as diverged at ``steps`` with their
+        last finite losses (NaN if none): data chunks first, each model's ``diverged`` flag
+        last. Recording an already recorded model again is a no-op; a completed model cannot be
+        recorded."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        masks = np.asarray(masks, dtype=bool).reshape(idx.size, self.num_units)
         steps = np.asarray(steps, dtype=np.int64).reshape(-1)
         losses = np.asarray(last_losses, dtype=np.float64).reshape(-1)
         if len(self._diverged) != len(_DIVERGED_FIELDS):
@@ -458,11 +473,12 @@ class SweepStore:
                 " disagree about them. Check that every worker uses the same configuration."
             )
         keep = ~np.asarray(self._diverged["diverged"].oindex[idx], dtype=bool)
-        idx, steps, losses = idx[keep], steps[keep], losses[keep]
+        idx, masks, steps, losses = idx[keep], masks[keep], steps[keep], losses[keep]
         if idx.size == 0:
             return
         order = np.argsort(idx)
         rows = _selection(idx[order])
+        self._masks.oindex[rows, :] = masks[order]
         self._diverged["diverged_step"].oindex[rows] = steps[order]
         self._diverged["diverged_loss"].oindex[rows] = losses[order]
         self._finished_at.oindex[rows] = np.full(idx.size, time.time())
