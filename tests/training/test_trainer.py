@@ -195,3 +195,34 @@ def test_float_cache_gives_the_same_models(source, monkeypatch):
     per_batch = train_group(builder("mlp"), source, MASKS, **kwargs)
     for a, b in zip(cached, per_batch):
         assert torch.equal(flat(a), flat(b))
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap", "bmm"])
+def test_divergence_is_recorded_and_spares_the_rest_of_the_group(source, strategy, monkeypatch):
+    """Class "c" (kept by models 1 and 2) has saturated images whose inputs are scaled by 1e30:
+    those models diverge; with a DivergenceLog they are recorded and model 0 trains exactly as
+    alone, without one the group raises."""
+    from transfer_influence.training import DivergenceLog, trainer
+
+    images = source.images.copy()
+    images[source.labels == 2] = 255
+    planted = LabeledImages(images, source.labels, source.class_names, "planted")
+    original = trainer.to_inputs
+
+    def scaled(batch, normalization):
+        x = original(batch, normalization)
+        hot = (batch == 255).flatten(1).all(1)
+        return x * torch.where(hot, 1e30, 1.0).view(-1, *[1] * (x.ndim - 1))
+
+    monkeypatch.setattr(trainer, "to_inputs", scaled)
+    log = DivergenceLog.empty(3)
+    group = train_group(builder("mlp"), planted, MASKS, unit="class", seeds=SEEDS, recipe=RECIPE,
+                        strategy=strategy, divergence=log)
+    assert log.diverged.tolist() == [False, True, True]
+    assert (log.step[1:] >= 0).all() and log.step[0] == -1
+    alone = train_group(builder("mlp"), planted, MASKS[:1], unit="class", seeds=SEEDS[:1],
+                        recipe=RECIPE, strategy="loop")[0]
+    torch.testing.assert_close(flat(group[0]), flat(alone), rtol=1e-5, atol=1e-5)
+    with pytest.raises(TrainingError, match=r"training diverged at step \d+: .* \[1(, 2)?\]"):
+        train_group(builder("mlp"), planted, MASKS, unit="class", seeds=SEEDS, recipe=RECIPE,
+                    strategy=strategy)

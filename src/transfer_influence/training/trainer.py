@@ -101,9 +101,9 @@ class DivergenceLog:
         """The log of group positions ``models`` (indices or bool mask)."""
         return DivergenceLog(self.step[models], self.last_loss[models])
 
-    def record(self, loss: np.ndarray, step: int, models: np.ndarray) -> None:
-        """Note the losses ``[len(models)]`` of group positions ``models`` at ``step``."""
-        for g, value in zip(models.tolist(), loss.tolist()):
+    def record(self, loss: np.ndarray, steps: np.ndarray, models: np.ndarray) -> None:
+        """Note the losses ``[len(models)]`` of group positions ``models`` at their ``steps``."""
+        for g, value, step in zip(models.tolist(), loss.tolist(), steps.tolist()):
             if self.step[g] >= 0:
                 continue
             if np.isfinite(value):
@@ -378,19 +378,21 @@ def fit_models(
     return models
 
 
-def _check_finite(loss: torch.Tensor, step: int, models: np.ndarray,
+def _check_finite(loss: torch.Tensor, steps: np.ndarray, models: np.ndarray,
                   divergence: DivergenceLog | None) -> None:
-    """Record the losses ``[len(models)]`` of group positions ``models`` in ``divergence``, or
-    without a log raise TrainingError when any is NaN or infinite."""
+    """Record the losses ``[len(models)]`` of group positions ``models`` at their ``steps`` in
+    ``divergence``, or without a log raise TrainingError when any is NaN or infinite."""
     values = loss.detach().reshape(-1).double().cpu().numpy()
     if divergence is not None:
-        divergence.record(values, step, models)
+        divergence.record(values, steps, models)
         return
-    bad = models[~np.isfinite(values)].tolist()
-    if bad:
+    bad = ~np.isfinite(values)
+    if bad.any():
         raise TrainingError(
-            f"training diverged at step {step}: loss is not finite for model(s) {bad} of the group;"
-            " lower the learning rate, lengthen the warm-up or check the inputs for NaNs."
+            f"training diverged at step {steps[bad].max()}: loss is not finite for model(s)"
+            f" {models[bad].tolist()} of the group; lower the learning rate, lengthen the"
+            " warm-up or check the inputs for NaNs (or set sweep.on_divergence = \"record\" to"
+            " record diverged models and train on)."
         )
 
 
@@ -419,7 +421,7 @@ def _fit_loop(model: TransferModel, stream: _IndexStream, batcher: _Batcher, n: 
         loss.backward()
         optimizer.step()
         if step % _CHECK_EVERY == 0 or step == total - 1:
-            _check_finite(loss, step, np.array([index]), divergence)
+            _check_finite(loss, np.array([step]), np.array([index]), divergence)
             if divergence is not None and divergence.diverged[index]:
                 return  # recorded; its remaining steps would only compute NaNs
 
@@ -534,12 +536,15 @@ def _step_group(params: list[torch.Tensor], gradients: Gradients, streams: list[
     to check for divergence) from ``gradients(xs, ys, with_loss)``, then take one SGD step.
 
     Finished models still draw batches (from their own generators, so nothing else changes) but
-    take learning rate 0. A diverged model (recorded in ``divergence``) keeps stepping: its NaNs
-    stay in its own slices of the stacked tensors.
+    take learning rate 0; their loss, checked on those batches, is that of their final
+    parameters (reported at their last step), so a model finishing between two checks is still
+    checked. A diverged model (recorded in ``divergence``) keeps stepping: its NaNs stay in its
+    own slices of the stacked tensors.
     """
     momentum = [torch.zeros_like(p) for p in params]
     rates = _learning_rates(recipe, sizes)
-    totals = [recipe.total_steps(n) for n in sizes]
+    last_steps = np.array([recipe.total_steps(n) for n in sizes]) - 1
+    models = np.arange(len(sizes))
     for step, lrs in enumerate(tqdm(rates.tolist(), desc=f"{len(sizes)} models",
                                     disable=not progress)):
         xs, ys = batcher(streams)
@@ -548,9 +553,7 @@ def _step_group(params: list[torch.Tensor], gradients: Gradients, streams: list[
         with torch.no_grad():
             _sgd_update(params, grads, momentum, lrs, recipe)
         if check:
-            active = np.flatnonzero([step < t for t in totals])
-            _check_finite(loss.detach()[torch.from_numpy(active).to(loss.device)], step, active,
-                          divergence)
+            _check_finite(loss, np.minimum(step, last_steps), models, divergence)
 
 
 def _sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor],
