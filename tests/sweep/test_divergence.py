@@ -19,6 +19,7 @@ from transfer_influence.estimators import (
 from transfer_influence.sweep.plan import SweepPlan, model_seed
 from transfer_influence.sweep.runners import run_local
 from transfer_influence.sweep.store import OUTPUT_FIELDS, SweepStore
+from transfer_influence.training import subset_indices
 
 from .conftest import PLANTED_DIVERGING_UNIT, plant_divergence, write_sweep_config
 
@@ -163,3 +164,19 @@ def test_store_without_divergence_record_reads_as_none_diverged(tiny_config: Pat
     assert not old.diverged().any() and old.missing().size == 0
     with pytest.raises(StoreError, match="start a new store"):
         old.write_diverged([0], np.zeros((1, old.num_units), bool), [1], [np.nan])
+
+
+def test_divergence_in_fine_tuning_counts_steps_on_from_pretraining(tmp_path: Path):
+    path = write_sweep_config(tmp_path, num_models=4, group_size=4)
+    path.write_text(path.read_text().replace(
+        "[transfer]\nl2 = 0.01\n",
+        '[transfer]\nmode = "finetune"\n[transfer.recipe]\nepochs = 2\nlr = 1e12\nbatch_size = 8\n'))
+    config = load_config(path)
+    store = run_local(config, quiet=True)
+    assert store.diverged().all()  # the absurd fine-tuning rate blows every model up
+    plan = SweepPlan.from_config(config)
+    sizes = [len(s) for s in subset_indices(plan.data.source, plan.masks(np.arange(4)), "class")]
+    pretrain_steps = np.array([config.pretrain.total_steps(n) for n in sizes])
+    record = store.read_diverged()
+    assert (record.steps >= pretrain_steps).all()
+    assert np.isfinite(record.last_losses).all()
