@@ -56,12 +56,24 @@ PLANTED_DIVERGING_UNIT = 0
 """The source class :func:`plant_divergence` makes training diverge on."""
 
 
+def overflow_saturated_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scale the trainer's inputs of saturated (all-255) images by 1e30, so that training on
+    them overflows to an inf/NaN loss within a few steps."""
+    original_inputs = trainer.to_inputs
+
+    def scaled(images, normalization):
+        x = original_inputs(images, normalization)
+        hot = (images == 255).flatten(1).all(1)
+        return x * torch.where(hot, 1e30, 1.0).view(-1, *[1] * (x.ndim - 1))
+
+    monkeypatch.setattr(trainer, "to_inputs", scaled)
+
+
 def plant_divergence(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make every model that keeps source class ``PLANTED_DIVERGING_UNIT`` diverge: its images
-    are saturated (all 255) and the trainer's inputs of saturated images are scaled by 1e30, so
-    the loss overflows to inf/NaN within a few steps (every plan built afterwards has it)."""
+    are saturated (all 255) and :func:`overflow_saturated_inputs` blows them up (every plan
+    built afterwards has the planted data)."""
     original_from_config = SweepPlan.from_config.__func__
-    original_inputs = trainer.to_inputs
 
     def from_config(cls, config):
         plan = original_from_config(cls, config)
@@ -72,10 +84,5 @@ def plant_divergence(monkeypatch: pytest.MonkeyPatch) -> None:
                                         source=dataclasses.replace(source, images=images))
         return plan
 
-    def scaled(images, normalization):
-        x = original_inputs(images, normalization)
-        hot = (images == 255).flatten(1).all(1)
-        return x * torch.where(hot, 1e30, 1.0).view(-1, *[1] * (x.ndim - 1))
-
     monkeypatch.setattr(SweepPlan, "from_config", classmethod(from_config))
-    monkeypatch.setattr(trainer, "to_inputs", scaled)
+    overflow_saturated_inputs(monkeypatch)

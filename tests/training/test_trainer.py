@@ -8,6 +8,7 @@ from transfer_influence.data.images import LabeledImages
 from transfer_influence.errors import TrainingError
 from transfer_influence.models import build_model
 from transfer_influence.training import (
+    DivergenceLog,
     Normalization,
     TrainRecipe,
     choose_strategy,
@@ -15,6 +16,8 @@ from transfer_influence.training import (
     subset_indices,
     train_group,
 )
+
+from ..sweep.conftest import overflow_saturated_inputs
 
 RECIPE = TrainRecipe(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5, crop_padding=1,
                      hflip=True, label_smoothing=0.1,
@@ -202,19 +205,10 @@ def test_divergence_is_recorded_and_spares_the_rest_of_the_group(source, strateg
     """Class "c" (kept by models 1 and 2) has saturated images whose inputs are scaled by 1e30:
     those models diverge; with a DivergenceLog they are recorded and model 0 trains exactly as
     alone, without one the group raises."""
-    from transfer_influence.training import DivergenceLog, trainer
-
     images = source.images.copy()
     images[source.labels == 2] = 255
     planted = LabeledImages(images, source.labels, source.class_names, "planted")
-    original = trainer.to_inputs
-
-    def scaled(batch, normalization):
-        x = original(batch, normalization)
-        hot = (batch == 255).flatten(1).all(1)
-        return x * torch.where(hot, 1e30, 1.0).view(-1, *[1] * (x.ndim - 1))
-
-    monkeypatch.setattr(trainer, "to_inputs", scaled)
+    overflow_saturated_inputs(monkeypatch)
     log = DivergenceLog.empty(3)
     group = train_group(builder("mlp"), planted, MASKS, unit="class", seeds=SEEDS, recipe=RECIPE,
                         strategy=strategy, divergence=log)
