@@ -204,6 +204,14 @@ def test_run_records_diverged_models_exits_non_zero_and_diagnose_names_the_unit(
     saved = json.loads((tmp_path / "sweep.zarr.diagnostics-prob_correct.json").read_text())
     assert saved["num_diverged"] == diverged and saved["divergence_units"] == [unit]
 
+    result = invoke("top", config, "--k", "2")
+    assert result.exit_code == 0 and f"{32 - diverged} models, {diverged} diverged" in result.output
+    result = invoke("report", config)
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "sweep.zarr.report.html").read_text()
+    assert f"{32 - diverged} of 32 completed, {diverged} diverged (excluded" in page
+    assert f"{unit}: {diverged}/{diverged} models diverged with it" in page
+
 
 def test_status_says_when_no_runner_makes_progress(tmp_path: Path, monkeypatch):
     config_path = write_sweep_config(tmp_path, num_models=8, group_size=2)
