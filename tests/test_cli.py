@@ -1,19 +1,20 @@
 """The command line: stages end to end on a tiny planted sweep, and clear errors."""
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from transfer_influence.cli import app
+from transfer_influence.cli import DIVERGED_EXIT, app
 from transfer_influence.config import load_config
 from transfer_influence.outputs import TargetOutputs
 from transfer_influence.sweep.plan import SweepPlan
 from transfer_influence.sweep.store import SweepStore
 
-from .sweep.conftest import write_sweep_config
+from .sweep.conftest import PLANTED_DIVERGING_UNIT, plant_divergence, write_sweep_config
 
 runner = CliRunner()
 
@@ -181,3 +182,59 @@ def test_diagnose_says_pure_noise_needs_more_models(tmp_path: Path):
     assert result.exit_code == 0, result.output
     page = (tmp_path / "sweep.zarr.report.html").read_text()
     assert "Train more models" in page and "No diagnostics" not in page
+
+
+def test_run_records_diverged_models_exits_non_zero_and_diagnose_names_the_unit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    plant_divergence(monkeypatch)
+    config = write_sweep_config(tmp_path, num_models=32, group_size=4)
+    result = invoke("run", config, "--quiet")
+    store = SweepStore.open(tmp_path / "sweep.zarr", read_only=True)
+    diverged = int(store.diverged().sum())
+    assert 0 < diverged < 32 and store.missing().size == 0
+    assert result.exit_code == DIVERGED_EXIT, result.output
+    assert f"{32 - diverged}/32 models complete" in result.output
+    assert f"{diverged} model(s) diverged" in result.output
+
+    result = invoke("status", config)
+    assert f"{32 - diverged}/32 models complete, {diverged} diverged, 0 remaining" in result.output
+    assert "min left" not in result.output and "no progress" not in result.output
+
+    result = invoke("estimate", config)
+    assert result.exit_code == 0, result.output
+    assert f"from {32 - diverged} of 32 models ({diverged} diverged, excluded" in result.output
+
+    result = invoke("diagnose", config, "--replicates", "20")
+    assert result.exit_code == 0, result.output
+    unit = SweepPlan.from_config(load_config(config)).unit_names[PLANTED_DIVERGING_UNIT]
+    assert f"{diverged} diverged excluded" in result.output
+    assert f"{unit}: {diverged}/{diverged} models diverged with it" in result.output
+    saved = json.loads((tmp_path / "sweep.zarr.diagnostics-prob_correct.json").read_text())
+    assert saved["num_diverged"] == diverged and saved["divergence_units"] == [unit]
+
+    result = invoke("top", config, "--k", "2")
+    assert result.exit_code == 0 and f"{32 - diverged} models, {diverged} diverged" in result.output
+    result = invoke("report", config)
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "sweep.zarr.report.html").read_text()
+    assert f"{32 - diverged} of 32 completed, {diverged} diverged (excluded" in page
+    assert f"{unit}: {diverged}/{diverged} models diverged with it" in page
+
+
+def test_status_says_when_no_runner_makes_progress(tmp_path: Path, monkeypatch):
+    config_path = write_sweep_config(tmp_path, num_models=8, group_size=2)
+    plan = SweepPlan.from_config(load_config(config_path))
+    store = plan.open_store()
+    for group in plan.groups()[:2]:  # two groups written a moment apart, then the runner stops
+        masks, outputs, _ = plan.train_group(group)
+        store.write_models(group, masks, outputs)
+    result = invoke("status", config_path)
+    assert result.exit_code == 0, result.output
+    assert "4/8 models complete, 0 diverged, 4 remaining (50% done)" in result.output
+    assert "min left at" in result.output and "no progress" not in result.output
+
+    later = time.time() + 3600
+    monkeypatch.setattr(time, "time", lambda: later)
+    result = invoke("status", config_path)
+    assert "no progress for 60 min: is a runner still going?" in result.output
+    assert "min left" not in result.output and "last model finished 60.0 min ago" in result.output

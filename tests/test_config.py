@@ -29,6 +29,7 @@ def _with(**changes) -> dict:
 def test_valid_config_has_defaults():
     config = parse_config(_with())
     assert config.sweep.alpha == 0.5 and config.sweep.unit == "class"
+    assert config.sweep.on_divergence == "record"
     assert config.transfer.mode == "fixed_feature"
 
 
@@ -42,6 +43,8 @@ def test_wrong_type_is_rejected_with_its_path():
         parse_config(_with(pretrain__epochs="many"))
     with pytest.raises(ConfigError, match=r"sweep\.alpha"):
         parse_config(_with(sweep__alpha=1.5))
+    with pytest.raises(ConfigError, match=r"sweep\.on_divergence"):
+        parse_config(_with(sweep__on_divergence="retry"))
 
 
 def test_finetune_needs_its_recipe():
@@ -61,6 +64,7 @@ def test_hash_ignores_store_group_size_and_num_models_but_not_results():
     assert parse_config(_with(sweep__store="elsewhere.zarr")).config_hash() == base
     assert parse_config(_with(sweep__group_size=3)).config_hash() == base
     assert parse_config(_with(sweep__num_models=800)).config_hash() == base  # a sweep grows
+    assert parse_config(_with(sweep__on_divergence="stop")).config_hash() == base
     assert parse_config(_with(sweep__seed=1)).config_hash() != base
     assert parse_config(_with(pretrain__lr=0.2)).config_hash() != base
     assert parse_config(_with(transfer__l2=0.5)).config_hash() != base

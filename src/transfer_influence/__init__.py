@@ -44,6 +44,7 @@ from .estimators import (
     InfluenceResult,
     diagnose_store,
     difference_in_means,
+    divergence_association_store,
     estimate_influence,
     fit_lasso,
     fit_ridge,
@@ -54,6 +55,7 @@ from .pruning import PruningResult, run_pruning, score_source, train_surrogate
 from .report import build_report, write_experiment_report
 from .sweep import SweepPlan, SweepStore, run_local, run_ray, run_shard, subset_masks
 from .training import (
+    DivergenceLog,
     SimCLRObjective,
     TrainRecipe,
     finetune_group,
@@ -67,6 +69,7 @@ __all__ = [
     "OUTPUT_VARIANTS",
     "ConfigError",
     "DataError",
+    "DivergenceLog",
     "ExperimentConfig",
     "InfluenceResult",
     "LabeledImages",
@@ -88,6 +91,7 @@ __all__ = [
     "debug_failures",
     "diagnose_store",
     "difference_in_means",
+    "divergence_association_store",
     "estimate_influence",
     "fashion_digits_suite",
     "find_leakage",

@@ -36,7 +36,11 @@ from .counterfactual import STRATEGIES, CounterfactualResult, run_counterfactual
 from .data.images import LabeledImages
 from .errors import ConfigError, DataError, StoreError, TransferInfluenceError
 from .estimators import InfluenceResult, estimate_influence
-from .estimators.diagnostics import DiagnosticsSummary, diagnose_store
+from .estimators.diagnostics import (
+    DiagnosticsSummary,
+    diagnose_store,
+    divergence_association_store,
+)
 from .estimators.result import METHODS
 from .outputs import OUTPUT_VARIANTS
 from .pruning import PRUNING_METHODS, PruningResult, run_pruning
@@ -143,6 +147,23 @@ def run(
         store = run_ray(experiment, address=address, quiet=quiet)
     done, total = store.status()
     console.print(f"{done}/{total} models complete in {store.path}")
+    _exit_if_diverged(store)
+
+
+DIVERGED_EXIT = 3
+"""Exit status of ``run`` and ``worker`` when the store holds diverged models, so scripts notice."""
+
+
+def _exit_if_diverged(store: SweepStore) -> None:
+    """Say how many models diverged and exit with :data:`DIVERGED_EXIT` if any did."""
+    diverged = int(store.diverged().sum())
+    if diverged:
+        err_console.print(
+            f"{diverged} model(s) diverged and were recorded without outputs (final, not"
+            " retried); every estimate excludes them. `transfer-influence diagnose` names source"
+            " units associated with divergence; lower the learning rate for a new sweep.",
+            highlight=False)
+        raise typer.Exit(DIVERGED_EXIT)
 
 
 @app.command()
@@ -166,6 +187,7 @@ def worker(
     store = run_shard(load_config(config), shard, num_shards, quiet=quiet)
     console.print(f"shard {shard}/{num_shards} done; store has {store.num_completed}/"
                   f"{store.num_models} models")
+    _exit_if_diverged(store)
 
 
 @app.command()
@@ -191,8 +213,8 @@ def estimate(
     what = "influence" if method == "dim" else f"{method} datamodel weights"
     console.print(
         f"{what} [{units} units x {targets} target examples] from {result.num_models} of"
-        f" {store.num_models} models (each unit kept by {int(result.counts_with.min())}-"
-        f"{int(result.counts_with.max())} models) -> {path}"
+        f" {store.num_models} models ({result.num_diverged} diverged, excluded; each unit kept"
+        f" by {int(result.counts_with.min())}-{int(result.counts_with.max())} models) -> {path}"
     )
     if result.heldout_lds is not None:
         console.print(f"held-out linear datamodeling score (Spearman, mean over targets):"
@@ -225,10 +247,12 @@ def diagnose(
     except DataError as error:  # too few models to hold some out
         lds = None
         console.print(f"(no held-out datamodel score: {error})")
-    summary = DiagnosticsSummary.from_diagnostics(diagnostics, lds)
+    summary = DiagnosticsSummary.from_diagnostics(diagnostics, lds,
+                                                  divergence_association_store(store))
     path = diagnostics_path(experiment, variant)
     summary.save(path)
-    table = Table(title=f"diagnostics ({variant}, {summary.num_models} models)")
+    table = Table(title=f"diagnostics ({variant}, {summary.num_models} models,"
+                        f" {summary.num_diverged} diverged excluded)")
     table.add_column("measure")
     table.add_column("value", justify="right")
     for name, value in summary.metrics.items():
@@ -269,14 +293,15 @@ def _top_table(result: InfluenceResult, k: int, target_class: str | None,
         errors = dict(zip(result.unit_names, column.tolist()))
     variant = result.variant if result.method == "dim" else f"{result.variant}, {result.method}"
     return {"target_class": target_class or "(all)", "variant": variant,
-            "num_models": result.num_models,
+            "num_models": result.num_models, "num_diverged": result.num_diverged,
             "helpful": [{"unit": n, "score": s, "se": errors.get(n)} for n, s in helpful],
             "harmful": [{"unit": n, "score": s, "se": errors.get(n)} for n, s in harmful]}
 
 
 def _print_top(entry: dict) -> None:
-    table = Table(title=f"target class {entry['target_class']} "
-                        f"({entry['variant']}, {entry['num_models']} models)")
+    table = Table(title=f"target class {entry['target_class']} ({entry['variant']},"
+                        f" {entry['num_models']} models, {entry['num_diverged']} diverged"
+                        " excluded)")
     table.add_column("most helpful", overflow="fold")  # long unit names wrap, never cut
     table.add_column("influence", justify="right")
     table.add_column("most harmful", overflow="fold")
@@ -317,15 +342,40 @@ def top(
 @app.command()
 @_friendly_errors
 def status(config: ConfigArg) -> None:
-    """Models done / total, and the estimated time to finish."""
+    """Models completed / diverged / remaining, the time since the last one finished, and the
+    estimated time to finish while work is progressing."""
     experiment = load_config(config)
-    store = _read_store(experiment)
+    console.print(status_lines(_read_store(experiment), experiment.sweep.group_size, time.time()))
+
+
+STALL_MINUTES = 5.0
+"""``status`` calls a sweep stalled when no model finished for this long and for three times
+the recent interval between groups (a group of ``group_size`` models is written at once)."""
+
+
+def status_lines(store: SweepStore, group_size: int, now: float) -> str:
+    """What ``status`` prints: the counts, then the time since the last model finished with an
+    ETA from the recent rate while work progresses, or a warning that nothing progresses."""
     done, total = store.status()
-    line = f"{done}/{total} models complete ({100 * done / total:.0f}%) in {store.path}"
-    rate = store.recent_rate()
-    if done < total and rate:
-        line += f"; about {(total - done) / rate / 60:.1f} min left at {rate * 3600:.0f} models/h"
-    console.print(line)
+    diverged = int(store.diverged().sum())
+    remaining = total - done - diverged
+    lines = [(f"{done}/{total} models complete, {diverged} diverged, {remaining} remaining"
+              f" ({100 * (done + diverged) / total:.0f}% done) in {store.path}")]
+    last = store.last_finished()
+    if last is None:
+        lines.append("no model has finished yet")
+        return "\n".join(lines)
+    idle = max(0.0, now - last)
+    lines.append(f"last model finished {idle / 60:.1f} min ago")
+    if remaining:
+        rate = store.recent_rate()
+        patience = max(STALL_MINUTES * 60, 3 * group_size / rate if rate else 0.0)
+        if idle > patience:
+            lines.append(f"no progress for {idle / 60:.0f} min: is a runner still going?")
+        elif rate:
+            lines.append(f"about {remaining / rate / 60:.1f} min left at"
+                         f" {rate * 3600:.0f} models/h")
+    return "\n".join(lines)
 
 
 def _int_list(text: str, option: str) -> list[int]:
@@ -348,8 +398,10 @@ def _parse_removal(text: str) -> tuple[str, list[str]]:
 def _print_counterfactual(result: CounterfactualResult) -> None:
     where = result.target_class or "all target classes"
     steps = ", equal steps" if result.equal_steps else ""
+    excluded = (f", {result.diverged_seeds} diverged seeds excluded" if result.diverged_seeds
+                else "")
     table = Table(title=f"target accuracy on {where}, remove {result.strategy}"
-                        f" ({result.seeds} seeds{steps}, 95% intervals)")
+                        f" ({result.seeds} seeds{steps}{excluded}, 95% intervals)")
     for column in ("k", "accuracy [95% interval]", "vs baseline [95% interval]", "removed"):
         table.add_column(column, justify="left" if column == "removed" else "right")
     for arm in [result.baseline, *result.arms]:

@@ -134,6 +134,12 @@ class SweepConfig(_Strict):
 
     ``group_size`` models are trained per call of the group trainer; ``store`` is the result
     store's path or fsspec URL (relative paths are relative to the config file).
+
+    ``on_divergence`` says what a model whose loss becomes NaN or infinite does: ``"record"``
+    marks it diverged in the store (final, no outputs) and the sweep goes on; ``"stop"`` raises.
+    It is not hashed: it never changes a completed model's numbers (a model trains identically
+    whatever happens to the others of its group), only whether the sweep continues past a
+    diverged one, so switching it keeps every finished model.
     """
 
     num_models: int = Field(ge=2)
@@ -142,6 +148,7 @@ class SweepConfig(_Strict):
     seed: int = 0
     group_size: int = Field(8, ge=1)
     store: str = "runs/sweep.zarr"
+    on_divergence: Literal["record", "stop"] = "record"
 
 
 class SurrogateConfig(_Strict):
@@ -196,7 +203,8 @@ class ExperimentConfig(_Strict):
         - ``num_models`` is left out: model *i*'s subset and seed depend only on
           ``(sweep.seed, i)``, so a store can grow to more models (``transfer-influence run``
           extends it) without changing any model already trained. The store location, the
-          group size (a scheduling choice), ``name``, ``prune`` (pruning settings change no
+          group size and ``on_divergence`` (scheduling and policy choices, see
+          :class:`SweepConfig`), ``name``, ``prune`` (pruning settings change no
           sweep model) and, under fixed-feature transfer, the fine-tuning ``transfer.recipe``
           (used only by ``prune --transfer finetune``) are left out too.
         - Every setting equal to its default is left out (pydantic ``exclude_defaults``, applied
@@ -207,7 +215,7 @@ class ExperimentConfig(_Strict):
         """
         payload = self.model_dump(mode="json", exclude={"name", "base_dir", "prune"},
                                   exclude_defaults=True)
-        for key in ("num_models", "store", "group_size"):
+        for key in ("num_models", "store", "group_size", "on_divergence"):
             payload["sweep"].pop(key, None)
         if self.transfer.mode == "fixed_feature" and "transfer" in payload:
             payload["transfer"].pop("recipe", None)  # a fine-tuning recipe changes nothing then

@@ -16,6 +16,7 @@ from transfer_influence.counterfactual import (
     Arm,
     baseline_arm,
     correct_per_seed,
+    paired_seeds,
     retrain,
     retrain_seed,
     run_counterfactual,
@@ -25,7 +26,7 @@ from transfer_influence.sweep.plan import SweepPlan
 from transfer_influence.sweep.store import SweepStore
 from transfer_influence.training import trainer
 
-from ..sweep.conftest import write_sweep_config
+from ..sweep.conftest import PLANTED_DIVERGING_UNIT, plant_divergence, write_sweep_config
 
 
 @pytest.fixture()
@@ -35,9 +36,9 @@ def counting_plan(tmp_path, monkeypatch):
     trained = []
     original = SweepPlan.train_models
 
-    def counting(self, masks, seeds, **options):
+    def counting(self, masks, seeds, divergence=None, **options):
         trained.append(len(seeds))
-        return original(self, masks, seeds, **options)
+        return original(self, masks, seeds, divergence, **options)
 
     monkeypatch.setattr(SweepPlan, "train_models", counting)
     return plan, trained
@@ -141,7 +142,8 @@ def test_counterfactual_resumes_after_sigkill(tmp_path, monkeypatch):
     trained = []
     original = SweepPlan.train_models
     monkeypatch.setattr(SweepPlan, "train_models",
-                        lambda self, m, s, **o: trained.append(len(s)) or original(self, m, s, **o))
+                        lambda self, m, s, d=None, **o: trained.append(len(s))
+                        or original(self, m, s, d, **o))
     plan = SweepPlan.from_config(load_config(config_path))
     resumed = run_counterfactual(plan, "random", [1, 2], 4, quiet=True)
     assert sum(trained) == 12 - done_at_kill
@@ -183,3 +185,25 @@ def test_ray_runner_retrains_the_same_models(tmp_path):
                                       b.read_outputs().correct_logit)
     with pytest.raises(ConfigError, match="runner must be"):
         retrain(ray_plan, arms, runner="slurm")
+
+
+def test_retraining_records_diverged_seeds_and_never_retries_them(counting_plan, monkeypatch):
+    """Seeds 1 and 3 keep the planted diverging unit: recorded diverged in the arm's store, the
+    others completed; a rerun trains nothing, and a counterfactual compares only seeds completed
+    in every arm (here none, since the baseline keeps the unit everywhere: a clear error)."""
+    plant_divergence(monkeypatch)
+    plan, trained = counting_plan
+    plan = SweepPlan.from_config(plan.config)  # rebuilt with the planted data
+    other = 1 + PLANTED_DIVERGING_UNIT
+    arm = Arm("planted", 1, ((PLANTED_DIVERGING_UNIT,), (other,), (PLANTED_DIVERGING_UNIT,),
+                             (other,)))
+    store, = retrain(plan, [arm], quiet=True)
+    assert store.diverged().tolist() == [False, True, False, True]
+    assert store.completed().tolist() == [True, False, True, False]
+    assert correct_per_seed(store).shape[0] == 2
+    assert paired_seeds([store]).tolist() == [0, 2]
+    before = sum(trained)
+    retrain(plan, [arm], quiet=True)
+    assert sum(trained) == before
+    with pytest.raises(StoreError, match="no seed completed in every arm"):
+        paired_seeds([store, retrain(plan, [baseline_arm(4)], quiet=True)[0]])

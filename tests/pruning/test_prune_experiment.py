@@ -5,6 +5,7 @@ import pytest
 
 import transfer_influence.pruning.surrogate as surrogate_module
 from transfer_influence.config import parse_config
+from transfer_influence.counterfactual import retrain_seed
 from transfer_influence.errors import ConfigError
 from transfer_influence.models import build_model
 from transfer_influence.pruning import PruningResult, run_pruning, train_surrogate
@@ -22,11 +23,11 @@ def test_a_killed_pruning_run_resumes_without_retraining_finished_models(pruning
     original = SweepPlan.train_models
     trained: list[int] = []
 
-    def crashing(self, masks, seeds, **options):
+    def crashing(self, masks, seeds, *args, **options):
         if len(trained) == 2:
             raise Crash
         trained.append(len(seeds))
-        return original(self, masks, seeds, **options)
+        return original(self, masks, seeds, *args, **options)
 
     monkeypatch.setattr(SweepPlan, "train_models", crashing)
     args = (pruning_plan, ["lm", "random-examples"], [0.25, 0.5], 3)
@@ -35,9 +36,9 @@ def test_a_killed_pruning_run_resumes_without_retraining_finished_models(pruning
     first = sum(trained)
     assert first > 0
 
-    def counting(self, masks, seeds, **options):
+    def counting(self, masks, seeds, *args, **options):
         trained.append(len(seeds))
-        return original(self, masks, seeds, **options)
+        return original(self, masks, seeds, *args, **options)
 
     monkeypatch.setattr(SweepPlan, "train_models", counting)
     resumed = run_pruning(*args, timing=False, quiet=True)
@@ -111,3 +112,27 @@ def test_class_and_example_masks_of_the_whole_source_train_the_same_model(prunin
     by_example = pruning_plan.variant(unit="example").train_models(
         np.ones((1, len(pruning_plan.data.source)), bool), seeds)
     np.testing.assert_array_equal(by_class.correct_logit, by_example.correct_logit)
+
+
+def test_a_diverged_pruned_model_is_recorded_and_left_out_of_its_comparison(pruning_plan,
+                                                                            monkeypatch):
+    """Pruning retraining follows ``on_divergence = "record"``: seed 1 of every pruned arm is
+    made to diverge; it is recorded, never retrained, and its row compares the other seeds."""
+    original = SweepPlan.train_models
+    diverging_seed = retrain_seed(pruning_plan.config.sweep.seed, 1)
+
+    def train_models(self, masks, seeds, divergence=None, **options):
+        outputs = original(self, masks, seeds, divergence, **options)
+        for g, seed in enumerate(seeds):
+            if seed == diverging_seed and not masks[g].all():
+                divergence.step[g], divergence.last_loss[g] = 7, 2.5
+        return outputs
+
+    monkeypatch.setattr(SweepPlan, "train_models", train_models)
+    result = run_pruning(pruning_plan, ["lm"], [0.5], 3, timing=False, quiet=True)
+    (row,) = result.rows
+    assert row.diverged_seeds == 1 and len(row.accuracy.accuracies) == 2
+    assert len(result.reference["fixed_feature"].accuracies) == 3
+    monkeypatch.setattr(SweepPlan, "train_models", lambda *a, **k: pytest.fail("retrained"))
+    again = run_pruning(pruning_plan, ["lm"], [0.5], 3, timing=False, quiet=True)
+    assert again.rows == result.rows

@@ -8,6 +8,7 @@ from transfer_influence.data.images import LabeledImages
 from transfer_influence.errors import TrainingError
 from transfer_influence.models import TransferModel, build_model
 from transfer_influence.training import (
+    DivergenceLog,
     Normalization,
     TrainRecipe,
     choose_strategy,
@@ -18,6 +19,8 @@ from transfer_influence.training import (
     subset_indices,
     train_group,
 )
+
+from ..sweep.conftest import overflow_saturated_inputs
 
 RECIPE = TrainRecipe(epochs=2, batch_size=32, lr=0.05, warmup_epochs=0.5, crop_padding=1,
                      hflip=True, label_smoothing=0.1,
@@ -275,3 +278,25 @@ def test_observer_sees_every_presentation_and_needs_the_loop(source):
     with pytest.raises(TrainingError, match="needs strategy='loop'"):
         train_group(builder("mlp"), source, MASKS[:1], unit="class", seeds=SEEDS[:1],
                     recipe=recipe, observe=observe)
+
+
+@pytest.mark.parametrize("strategy", ["loop", "vmap", "bmm"])
+def test_divergence_is_recorded_and_spares_the_rest_of_the_group(source, strategy, monkeypatch):
+    """Class "c" (kept by models 1 and 2) has saturated images whose inputs are scaled by 1e30:
+    those models diverge; with a DivergenceLog they are recorded and model 0 trains exactly as
+    alone, without one the group raises."""
+    images = source.images.copy()
+    images[source.labels == 2] = 255
+    planted = LabeledImages(images, source.labels, source.class_names, "planted")
+    overflow_saturated_inputs(monkeypatch)
+    log = DivergenceLog.empty(3)
+    group = train_group(builder("mlp"), planted, MASKS, unit="class", seeds=SEEDS, recipe=RECIPE,
+                        strategy=strategy, divergence=log)
+    assert log.diverged.tolist() == [False, True, True]
+    assert (log.step[1:] >= 0).all() and log.step[0] == -1
+    alone = train_group(builder("mlp"), planted, MASKS[:1], unit="class", seeds=SEEDS[:1],
+                        recipe=RECIPE, strategy="loop")[0]
+    torch.testing.assert_close(flat(group[0]), flat(alone), rtol=1e-5, atol=1e-5)
+    with pytest.raises(TrainingError, match=r"training diverged at step \d+: .* \[1(, 2)?\]"):
+        train_group(builder("mlp"), planted, MASKS, unit="class", seeds=SEEDS, recipe=RECIPE,
+                    strategy=strategy)

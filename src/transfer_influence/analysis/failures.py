@@ -29,8 +29,9 @@ class FailureDebug:
     """One debugged target example.
 
     ``baseline_correct``, ``fixed_by_removal`` and ``fixed_by_random`` are the fractions of the
-    ``seeds`` models that classify the example correctly when pretrained on the whole source,
-    without ``culprit``, and without one random other class.
+    completed ``seeds`` models (diverged ones have no outputs) that classify the example
+    correctly when pretrained on the whole source, without ``culprit``, and without one random
+    other class.
     """
 
     target_index: int
@@ -117,7 +118,7 @@ def debug_failures(
         arms += [Arm("culprit", 1, ((culprit,),) * seeds),
                  _random_other(units, culprit, int(t), seeds, plan.config.sweep.seed)]
     stores = retrain(plan, arms, **train)
-    predicted = base_store.read_outputs(np.arange(seeds)).predicted
+    predicted = base_store.read_outputs().predicted  # completed seeds: diverged have none
     names = influence.target_class_names
     results = []
     for n, (t, culprit) in enumerate(zip(examples, culprits)):

@@ -16,6 +16,7 @@ from .experiment import (
     build_arms,
     correct_per_seed,
     mean_interval,
+    paired_seeds,
     run_counterfactual,
     target_selection,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "mean_interval",
     "named_arm",
     "open_arm_store",
+    "paired_seeds",
     "random_arms",
     "ranked_arms",
     "retrain",

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import stats
 
 from ..atomic import read_json, write_json
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError
 from ..estimators.result import InfluenceResult
 from ..sweep.plan import SweepPlan
 from ..sweep.store import SweepStore
@@ -74,6 +74,8 @@ class CounterfactualResult:
     ``target_class`` is the target class whose test accuracy is measured (None: all target
     test examples); ``ranking`` says which influence estimate ordered the units;
     ``equal_steps`` whether every model took the optimisation steps of full-source pretraining.
+    ``seeds`` counts the seeds compared; ``diverged_seeds`` more were left out because their
+    model diverged in some arm (see :func:`paired_seeds`).
     """
 
     strategy: str
@@ -83,6 +85,7 @@ class CounterfactualResult:
     baseline: ArmResult
     arms: list[ArmResult]
     equal_steps: bool = False
+    diverged_seeds: int = 0
 
     @property
     def best(self) -> ArmResult:
@@ -115,9 +118,20 @@ def target_selection(plan: SweepPlan, target_class: str | None) -> np.ndarray:
     return labels == names.index(target_class)
 
 
-def correct_per_seed(store: SweepStore) -> np.ndarray:
-    """bool ``[seeds, targets]``: which target test examples each seed classifies correctly."""
-    return store.read_outputs(np.arange(store.num_models)).variant("is_correct") > 0.5
+def correct_per_seed(store: SweepStore, seeds: np.ndarray | None = None) -> np.ndarray:
+    """bool ``[seeds, targets]``: which target test examples each of ``seeds`` (default: every
+    completed seed; diverged seeds have no outputs) classifies correctly."""
+    return store.read_outputs(seeds).variant("is_correct") > 0.5
+
+
+def paired_seeds(stores: Sequence[SweepStore]) -> np.ndarray:
+    """The seeds completed in every one of ``stores``: a seed whose model diverged in any arm is
+    left out of all of them, so arms are still compared seed by seed."""
+    paired = np.flatnonzero(np.logical_and.reduce([store.completed() for store in stores]))
+    if paired.size == 0:
+        raise StoreError("no seed completed in every arm (each diverged somewhere); lower the"
+                         " learning rate or use other seeds.")
+    return paired
 
 
 def paired_accuracy(correct: np.ndarray, baseline: np.ndarray
@@ -193,16 +207,18 @@ def run_counterfactual(
     base = baseline_arm(check_seeds(seeds))
     stores = retrain(plan, [base, *arms], equal_steps=equal_steps, quiet=quiet, runner=runner,
                      address=address)
-    correct = [correct_per_seed(store)[:, selection].mean(axis=1) for store in stores]
+    seeds_used = paired_seeds(stores)
+    correct = [correct_per_seed(store, seeds_used)[:, selection].mean(axis=1) for store in stores]
     names = plan.unit_names
     ranking = ("none" if influence is None else
                f"{influence.variant} influence from {influence.num_models} models")
     return CounterfactualResult(
         strategy=strategy,
         target_class=target_class,
-        seeds=base.seeds,
+        seeds=int(seeds_used.size),
         ranking=ranking,
         baseline=_summarise(base, correct[0], correct[0], names),
         arms=[_summarise(arm, acc, correct[0], names) for arm, acc in zip(arms, correct[1:])],
         equal_steps=equal_steps,
+        diverged_seeds=base.seeds - int(seeds_used.size),
     )

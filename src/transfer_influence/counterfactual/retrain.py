@@ -6,7 +6,9 @@ Identical arms requested by different commands (the no-removal baseline of a cou
 of a failure-debugging run, or ``k = 5`` asked for twice) are therefore trained once, and a
 killed run resumes from the completed flags like a sweep does. Models of several arms are
 trained together in groups of the sweep's ``group_size``, so ``R`` seeds x several ``k`` form one
-batch where they fit; groups run in this process or as Ray tasks.
+batch where they fit; groups run in this process or as Ray tasks. A model that diverges follows
+the sweep's ``on_divergence`` policy: recorded as diverged in its arm's store (and never retried)
+or raised.
 
 With ``equal_steps`` every model takes as many optimisation steps as pretraining on the whole
 source (see :meth:`SweepPlan.train_models`): removing classes then removes data but not
@@ -27,7 +29,7 @@ from tqdm.auto import tqdm
 from ..config import ExperimentConfig
 from ..errors import ConfigError
 from ..sweep.plan import SweepPlan
-from ..sweep.runners import ray_map, worker_plan
+from ..sweep.runners import ray_map, worker_plan, write_trained
 from ..sweep.store import SweepStore
 from .arms import Arm, retrain_seed
 
@@ -74,11 +76,13 @@ def _train_and_write(plan: SweepPlan, arms: Sequence[Arm], stores: Sequence[Swee
     """Train one group of ``(arm, r)`` models together and write each into its arm's store."""
     masks = np.stack([arms[a].masks(len(plan.unit_names))[r] for a, r in group])
     seeds = [retrain_seed(plan.config.sweep.seed, r) for _, r in group]
-    outputs = plan.train_models(masks, seeds, equal_steps=equal_steps)
+    divergence = plan.divergence_log(len(group))
+    outputs = plan.train_models(masks, seeds, divergence, equal_steps=equal_steps)
     which = np.array([a for a, _ in group])
     for a in np.unique(which):
         rows = np.flatnonzero(which == a)
-        stores[a].write_models([group[i][1] for i in rows], masks[rows], outputs.take(rows))
+        write_trained(stores[a], np.array([group[i][1] for i in rows]), masks[rows],
+                      outputs.take(rows), divergence and divergence.take(rows))
     return len(group)
 
 

@@ -24,6 +24,11 @@ both give the same numbers for the same models):
 - :func:`diagnose` / :func:`diagnose_store` run all of them in one pass and return a
   :class:`Diagnostics` whose :meth:`Diagnostics.verdict` says in words whether more models are
   needed.
+- **Divergence association** (:func:`divergence_association`): diverged models are excluded
+  from every estimate, which biases the influences when divergence depends on the subset. Each
+  unit is tested for whether keeping it makes divergence more likely (one-sided Fisher exact
+  test on the 2x2 table kept/dropped x diverged/completed, Benjamini-Hochberg adjusted), and
+  the units significant at ``DIVERGENCE_FDR`` are named: such a unit is itself a finding.
 
 Aggregates. The summaries users read are a unit's *overall* score (influence averaged over all
 target examples, ``[units]``) and its *per-class* scores (averaged over the target examples of
@@ -55,7 +60,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import false_discovery_control, hypergeom, spearmanr
 
 from ..atomic import read_json, write_json
 from ..errors import DataError, StoreError
@@ -79,6 +84,7 @@ MIN_SIGNAL_TO_NOISE = 3.0
 MAX_FDR = 0.2
 CAUTION_FDR = 0.1
 MIN_LDS = 0.1
+DIVERGENCE_FDR = 0.05  # Benjamini-Hochberg level at which divergence_association names units
 
 _WEIGHT_BLOCK = 1024  # bootstrap weights are drawn for blocks of this many model indices
 _BLOCK_ELEMENTS = 2**22  # bound (float64 elements) on one bootstrap product's right-hand side
@@ -1057,6 +1063,80 @@ def diagnose_store(
     )
 
 
+@dataclass(frozen=True, eq=False)
+class DivergenceAssociation:
+    """Whether keeping each unit makes training diverge more often.
+
+    ``diverged_with`` / ``kept`` ``[units]``: diverged models among the ``kept`` finished
+    (completed or diverged) models that kept the unit; ``diverged_without`` / ``dropped`` the
+    same among those that dropped it. ``p_value``: one-sided Fisher exact test that divergence is
+    more likely with the unit; ``q_value``: Benjamini-Hochberg adjusted over the units.
+    """
+
+    unit_names: list[str]
+    num_models: int
+    num_diverged: int
+    diverged_with: np.ndarray
+    kept: np.ndarray
+    diverged_without: np.ndarray
+    dropped: np.ndarray
+    p_value: np.ndarray
+    q_value: np.ndarray
+
+    def named(self, level: float = DIVERGENCE_FDR) -> list[str]:
+        """Units whose presence makes divergence more likely (``q_value <= level``), most
+        significant first."""
+        hits = np.flatnonzero(self.q_value <= level)
+        return [self.unit_names[u] for u in hits[np.argsort(self.p_value[hits], kind="stable")]]
+
+    def describe(self, level: float = DIVERGENCE_FDR) -> list[str]:
+        """One line per named unit: its divergence rate with and without it, and ``q``."""
+        position = {name: u for u, name in enumerate(self.unit_names)}
+        lines = []
+        for name in self.named(level):
+            u = position[name]
+            lines.append(f"{name}: {self.diverged_with[u]}/{self.kept[u]} models diverged with"
+                         f" it, {self.diverged_without[u]}/{self.dropped[u]} without"
+                         f" (q = {self.q_value[u]:.2g})")
+        return lines
+
+
+def divergence_association(masks: np.ndarray, diverged: np.ndarray,
+                           unit_names: Sequence[str]) -> DivergenceAssociation:
+    """Test every unit for association with divergence over finished models ``masks``
+    (``bool [models, units]``) of which ``diverged`` (``bool [models]``) diverged.
+
+    The one-sided Fisher exact p-value is the hypergeometric tail ``P(X >= diverged_with)``
+    for ``X`` the diverged models among ``kept`` drawn from all models, computed for all units at
+    once (identical to :func:`scipy.stats.fisher_exact` with ``alternative="greater"``).
+    """
+    masks = np.asarray(masks, dtype=bool)
+    diverged = np.asarray(diverged, dtype=bool)
+    if masks.ndim != 2 or diverged.shape != (masks.shape[0],) or masks.shape[1] != len(unit_names):
+        raise DataError(
+            f"give masks [models, units], one diverged flag per model and one name per unit; got"
+            f" masks {masks.shape}, {diverged.shape} flags and {len(unit_names)} names."
+        )
+    kept = masks.sum(axis=0).astype(np.int64)
+    with_ = masks[diverged].sum(axis=0).astype(np.int64)
+    total, bad = masks.shape[0], int(diverged.sum())
+    p_value = hypergeom.sf(with_ - 1, total, bad, kept) if bad else np.ones(masks.shape[1])
+    p_value = np.clip(np.asarray(p_value, dtype=np.float64), 0.0, 1.0)
+    return DivergenceAssociation(
+        unit_names=[str(n) for n in unit_names], num_models=total, num_diverged=bad,
+        diverged_with=with_, kept=kept, diverged_without=bad - with_, dropped=total - kept,
+        p_value=p_value, q_value=false_discovery_control(p_value),
+    )
+
+
+def divergence_association_store(store: SweepStore) -> DivergenceAssociation:
+    """:func:`divergence_association` over the completed and diverged models of ``store``."""
+    diverged = store.read_diverged()
+    masks = np.concatenate([store.read_masks(), diverged.masks])
+    flags = np.arange(masks.shape[0]) >= masks.shape[0] - diverged.indices.size
+    return divergence_association(masks, flags, store.unit_names)
+
+
 # ----------------------------------------------------------------------------- saved summary
 @dataclass(frozen=True)
 class DiagnosticsSummary:
@@ -1068,6 +1148,8 @@ class DiagnosticsSummary:
     datamodel); ``convergence_models`` / ``convergence_mean_se``: the convergence curve of the
     per-class standard error; ``se_overall`` ``[units]`` and ``se_per_class``
     ``[units][classes]``: bootstrap standard errors of the difference-in-means scores.
+    ``num_diverged``: diverged models excluded from all of it; ``divergence_units``: the units
+    whose presence makes divergence more likely (:func:`divergence_association`).
     """
 
     variant: str
@@ -1081,11 +1163,24 @@ class DiagnosticsSummary:
     convergence_mean_se: list[float]
     se_overall: list[float]
     se_per_class: list[list[float]]
+    num_diverged: int = 0
+    divergence_units: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def from_diagnostics(cls, diagnostics: Diagnostics, lds: float | None = None
-                         ) -> DiagnosticsSummary:
-        """Summarise ``diagnostics`` (and an optional held-out LDS) for saving."""
+    def from_diagnostics(cls, diagnostics: Diagnostics, lds: float | None = None,
+                         divergence: DivergenceAssociation | None = None) -> DiagnosticsSummary:
+        """Summarise ``diagnostics`` (and an optional held-out LDS and divergence association)
+        for saving; the verdict then also says how many diverged models were excluded and
+        names the units associated with divergence."""
+        verdict = diagnostics.verdict(lds)
+        if divergence is not None and divergence.num_diverged:
+            verdict.append(
+                f"{divergence.num_diverged} of {divergence.num_models} models diverged and are"
+                " excluded from every estimate."
+                + (" Units whose presence makes divergence more likely (Fisher exact,"
+                   f" Benjamini-Hochberg q <= {DIVERGENCE_FDR}): "
+                   + "; ".join(divergence.describe()) + "." if divergence.named() else
+                   " No unit is significantly associated with divergence."))
         curve = diagnostics.bootstrap.curve
         metrics = {
             "split-half Spearman, overall": diagnostics.split_half.overall,
@@ -1101,12 +1196,14 @@ class DiagnosticsSummary:
         return cls(
             variant=diagnostics.variant, num_models=diagnostics.num_models, k=diagnostics.k,
             side=diagnostics.side, needs_more_models=diagnostics.needs_more_models(lds),
-            verdict=diagnostics.verdict(lds),
+            verdict=verdict,
             metrics={name: float(value) for name, value in metrics.items()},
             convergence_models=[int(m) for m in curve.num_models],
             convergence_mean_se=[float(v) for v in curve.mean_se_per_class],
             se_overall=[float(v) for v in diagnostics.bootstrap.se_overall],
             se_per_class=np.asarray(diagnostics.bootstrap.se_per_class, dtype=float).tolist(),
+            num_diverged=0 if divergence is None else divergence.num_diverged,
+            divergence_units=[] if divergence is None else divergence.named(),
         )
 
     def save(self, path: str | Path) -> None:

@@ -26,7 +26,8 @@ def estimate_influence(
     ``variant`` per block, so memory is ``O(units x targets + chunk_models x targets)``
     however many models the sweep has (about 240 MiB + 30 bytes x chunk_models x targets at
     1,000 units x 10,000 targets; lower ``chunk_models`` if that is too much). Models not yet
-    completed are ignored; the result records how many models it used.
+    completed are ignored, and so are diverged ones; the result records how many models it used
+    (``num_models``) and how many diverged models it excluded (``num_diverged``).
 
     ``method="ridge"`` or ``"lasso"`` returns linear datamodel weights instead
     (:func:`~transfer_influence.estimators.datamodels.fit_datamodels`, held-out models chosen
@@ -45,7 +46,8 @@ def estimate_influence(
             influence=accumulator.result(), unit_names=store.unit_names,
             target_labels=store.target_labels, target_class_names=store.target_class_names,
             variant=variant, num_models=accumulator.num_models,
-            counts_with=accumulator.counts_with, counts_without=accumulator.counts_without)
+            counts_with=accumulator.counts_with, counts_without=accumulator.counts_without,
+            num_diverged=int(store.diverged().sum()))
     masks = store.read_masks()  # the counts need only the masks; datamodels read the outputs
     if masks.shape[0] == 0:
         raise _no_models(store)
@@ -56,7 +58,8 @@ def estimate_influence(
         influence=datamodels.weights, unit_names=store.unit_names,
         target_labels=store.target_labels, target_class_names=store.target_class_names,
         variant=variant, num_models=masks.shape[0], counts_with=counts_with,
-        counts_without=masks.shape[0] - counts_with, method=method, heldout_lds=lds)
+        counts_without=masks.shape[0] - counts_with, method=method, heldout_lds=lds,
+        num_diverged=int(store.diverged().sum()))
 
 
 def _no_models(store: SweepStore) -> StoreError:

@@ -18,7 +18,7 @@ from ..errors import DataError, StoreError
 from ..outputs import OUTPUT_VARIANTS, OutputVariant
 
 _METADATA_FIELDS = ("unit_names", "target_class_names", "variant", "num_models", "method",
-                    "heldout_lds")
+                    "heldout_lds", "num_diverged")
 METHODS = ("dim", "ridge", "lasso")
 """How a result was estimated: difference in means, or ridge / LASSO datamodel weights."""
 
@@ -31,7 +31,8 @@ class InfluenceResult:
     ``target_class_names``; ``counts_with`` / ``counts_without`` ``[units]`` say how many models
     kept / dropped each unit (units with a zero count have NaN influence). ``method`` is
     ``dim`` (difference in means) or ``ridge`` / ``lasso`` (linear datamodel weights, whose
-    held-out linear datamodeling score is ``heldout_lds``).
+    held-out linear datamodeling score is ``heldout_lds``). ``num_diverged`` diverged models of
+    the sweep were excluded: the estimate uses only the ``num_models`` completed ones.
     """
 
     influence: np.ndarray
@@ -44,6 +45,7 @@ class InfluenceResult:
     counts_without: np.ndarray
     method: str = "dim"
     heldout_lds: float | None = None
+    num_diverged: int = 0
 
     def __post_init__(self) -> None:
         if np.ndim(self.influence) != 2:
@@ -150,5 +152,6 @@ class InfluenceResult:
                 f"cannot read an influence result from {path} ({error}); recompute it with"
                 " transfer-influence estimate."
             ) from error
-        return cls(**arrays, **{name: metadata[name] for name in _METADATA_FIELDS})
+        return cls(**arrays, **{name: metadata[name] for name in _METADATA_FIELDS
+                                if name in metadata})  # results saved before num_diverged
 

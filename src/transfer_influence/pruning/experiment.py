@@ -23,13 +23,14 @@ import numpy as np
 
 from ..atomic import read_json, write_json
 from ..counterfactual.arms import Arm, baseline_arm, check_seeds, retrain_seed
-from ..counterfactual.experiment import correct_per_seed, paired_accuracy
+from ..counterfactual.experiment import correct_per_seed, paired_accuracy, paired_seeds
 from ..counterfactual.retrain import retrain
 from ..data.images import LabeledImages
 from ..errors import ConfigError
 from ..estimators.result import InfluenceResult
 from ..sweep.masks import subset_masks
 from ..sweep.plan import SweepPlan
+from ..sweep.store import SweepStore
 from .masks import check_ratios, member_examples, pruned_units, random_pruned_units
 from .scores import PRUNING_METHODS, MethodScores, score_source
 from .surrogate import train_surrogate
@@ -62,7 +63,8 @@ class RatioRow:
     """One method at one ratio in one transfer mode.
 
     ``pruned_units``: units of the method removed (classes, clusters or examples);
-    ``kept_fraction``: the fraction of source examples left, averaged over seeds.
+    ``kept_fraction``: the fraction of source examples left, averaged over seeds;
+    ``diverged_seeds``: seeds left out because their model diverged here or in the reference.
     """
 
     transfer: str
@@ -71,6 +73,7 @@ class RatioRow:
     pruned_units: int
     kept_fraction: float
     accuracy: Accuracy
+    diverged_seeds: int = 0
 
 
 @dataclass(frozen=True)
@@ -170,9 +173,10 @@ def _check_request(plan: SweepPlan, methods: Sequence[str], transfers: Sequence[
 
 
 def _ratio_rows(plan: SweepPlan, transfer: str, scores: MethodScores, ratios: Sequence[float],
-                arms: Sequence[Arm], reference: np.ndarray, **retraining) -> list[RatioRow]:
+                arms: Sequence[Arm], reference: SweepStore, **retraining) -> list[RatioRow]:
     """Retrain (or resume) one method's arms in one transfer mode and summarise each ratio
-    against the reference's per-seed accuracy ``[seeds]``."""
+    against the reference's store, seed by seed over the seeds completed in both (a seed whose
+    model diverged, under ``on_divergence = "record"``, is left out of that comparison)."""
     level_plan = plan.variant(unit="class" if scores.level == "class" else "example",
                               transfer_mode=transfer)
     stores = retrain(level_plan, arms, **retraining)
@@ -184,9 +188,12 @@ def _ratio_rows(plan: SweepPlan, transfer: str, scores: MethodScores, ratios: Se
                          np.array([np.isin(labels, np.flatnonzero(m)).sum() for m in kept]))
         pruned = (len(arm.removed[0]) if scores.level != "cluster" else
                   int(np.unique(scores.members[list(arm.removed[0])]).size))
-        rows.append(RatioRow(transfer, scores.method, ratio, pruned,
-                             float(kept_examples.mean() / len(labels)),
-                             Accuracy.of(correct_per_seed(store).mean(axis=1), reference)))
+        seeds = paired_seeds([reference, store])
+        rows.append(RatioRow(
+            transfer, scores.method, ratio, pruned, float(kept_examples.mean() / len(labels)),
+            Accuracy.of(correct_per_seed(store, seeds).mean(axis=1),
+                        correct_per_seed(reference, seeds).mean(axis=1)),
+            arm.seeds - int(seeds.size)))
     return rows
 
 
@@ -233,7 +240,7 @@ def run_pruning(
         base_correct = correct_per_seed(base_store).mean(axis=1)
         reference[transfer] = Accuracy.of(base_correct, base_correct)
         for s in scored:
-            rows += _ratio_rows(plan, transfer, s, ratios, arms[s.method], base_correct,
+            rows += _ratio_rows(plan, transfer, s, ratios, arms[s.method], base_store,
                                 **retraining)
 
     names = plan.data.source.class_names

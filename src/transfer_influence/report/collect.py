@@ -78,7 +78,8 @@ def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: Influen
     summary = {
         "experiment": config.name,
         "store": str(store.path),
-        "models": f"{done} of {total} completed",
+        "models": f"{done} of {total} completed, {int(store.diverged().sum())} diverged"
+                  " (excluded from every estimate)",
         "model": f"{config.model.name} {config.model.options or ''}".strip(),
         "transfer": config.transfer.mode,
         "units": config.sweep.unit,

@@ -19,9 +19,15 @@ from ..data.images import LabeledImages
 from ..data.suites import TransferData
 from ..errors import ConfigError, StoreError
 from ..outputs import TargetOutputs
-from ..training import finetune_group, pretrain_group, transfer_fixed_feature
+from ..training import (
+    DivergenceLog,
+    finetune_group,
+    pretrain_group,
+    subset_indices,
+    transfer_fixed_feature,
+)
 from .masks import subset_masks
-from .store import SweepStore
+from .store import OUTPUT_FIELDS, SweepStore
 
 
 def model_seed(sweep_seed: int, model_index: int) -> int:
@@ -146,14 +152,25 @@ class SweepPlan:
             )
         return store
 
-    def train_group(self, indices: np.ndarray) -> tuple[np.ndarray, TargetOutputs]:
+    def train_group(self, indices: np.ndarray
+                    ) -> tuple[np.ndarray, TargetOutputs, DivergenceLog | None]:
         """Pretrain models ``indices`` of the sweep on their subsets, transfer them, and return
-        their masks ``[G, units]`` and target outputs ``[G, targets]``."""
+        their masks ``[G, units]``, target outputs ``[G, targets]`` and divergence log (see
+        :meth:`divergence_log`)."""
         masks = self.masks(indices)
         seeds = [model_seed(self.config.sweep.seed, int(i)) for i in indices]
-        return masks, self.train_models(masks, seeds)
+        divergence = self.divergence_log(len(indices))
+        return masks, self.train_models(masks, seeds, divergence), divergence
 
-    def train_models(self, masks: np.ndarray, seeds: list[int], *, equal_steps: bool = False
+    def divergence_log(self, num_models: int) -> DivergenceLog | None:
+        """An empty log to record diverged models in under ``on_divergence = "record"``; None
+        (training raises) under ``"stop"``."""
+        if self.config.sweep.on_divergence == "stop":
+            return None
+        return DivergenceLog.empty(num_models)
+
+    def train_models(self, masks: np.ndarray, seeds: list[int],
+                     divergence: DivergenceLog | None = None, *, equal_steps: bool = False
                      ) -> TargetOutputs:
         """Pretrain one model per row of ``masks`` (``bool [G, units]``) with its seed, transfer
         each to the target as the config says, and return the outputs ``[G, targets]``.
@@ -164,16 +181,45 @@ class SweepPlan:
 
         The sweep and every retraining experiment (counterfactual removal, failure debugging)
         go through here, so a model with the same mask and seed is the same model everywhere.
+        Without ``divergence`` a diverged model raises :class:`TrainingError`; with a log of
+        ``G`` models it is recorded there (steps count on from pretraining into fine-tuning),
+        is not transferred, and its output rows are NaN (``predicted`` -1).
         """
         config = self.config
         models = pretrain_group(config.model.name, self.data.source, masks,
                                 unit=config.sweep.unit, seeds=seeds, recipe=config.pretrain,
-                                model_options=config.model.options,
+                                model_options=config.model.options, divergence=divergence,
                                 schedule_examples=len(self.data.source) if equal_steps else None)
+        kept = np.arange(len(models)) if divergence is None else np.flatnonzero(
+            ~divergence.diverged)
+        outputs = _empty_outputs(len(models), len(self.data.target_test))
+        if kept.size == 0:
+            return outputs
         transfer = config.transfer
         if transfer.mode == "fixed_feature":
-            return transfer_fixed_feature(models, self.data.target_train,
-                                          self.data.target_test, l2=transfer.l2,
-                                          normalization=config.pretrain.normalization)
-        return finetune_group(models, self.data.target_train, self.data.target_test,
-                              recipe=transfer.recipe, seeds=seeds)
+            transferred = transfer_fixed_feature(
+                [models[g] for g in kept], self.data.target_train, self.data.target_test,
+                l2=transfer.l2, normalization=config.pretrain.normalization)
+        else:
+            tuning = None if divergence is None else DivergenceLog.empty(kept.size)
+            transferred = finetune_group([models[g] for g in kept], self.data.target_train,
+                                         self.data.target_test, recipe=transfer.recipe,
+                                         seeds=[seeds[g] for g in kept], divergence=tuning)
+            if tuning is not None:
+                sizes = ([len(self.data.source)] * kept.size if equal_steps else
+                         [len(s) for s in subset_indices(self.data.source, masks[kept],
+                                                         config.sweep.unit)])
+                pretrain_steps = np.array([config.pretrain.total_steps(n) for n in sizes])
+                divergence.merge(tuning, kept, pretrain_steps)
+                transferred = transferred.take(~tuning.diverged)
+                kept = kept[~tuning.diverged]
+        for name in OUTPUT_FIELDS:
+            getattr(outputs, name)[kept] = getattr(transferred, name)
+        return outputs
+
+
+def _empty_outputs(num_models: int, num_targets: int) -> TargetOutputs:
+    """Outputs ``[models, targets]`` of models that have none: NaN logits, ``predicted`` -1."""
+    shape = (num_models, num_targets)
+    return TargetOutputs(*(np.full(shape, np.nan, dtype=np.float32) for _ in range(3)),
+                         predicted=np.full(shape, -1, dtype=np.int64))

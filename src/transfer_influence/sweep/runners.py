@@ -5,7 +5,8 @@
   group ``k`` belongs to shard ``k % N``.
 - :func:`run_ray` sends one task per missing group to a Ray cluster (a local one by default).
 
-All three skip completed models, so rerunning after a kill resumes where the sweep stopped; and
+All three skip completed and diverged models, so rerunning after a kill resumes where the sweep
+stopped (a diverged model is final, never retried); and
 because a model's subset and seed depend only on ``(sweep seed, model index)``, the finished store
 is the same whichever runner, shard count or interruption produced it.
 """
@@ -22,6 +23,8 @@ from tqdm.auto import tqdm
 
 from ..config import ExperimentConfig
 from ..errors import ConfigError
+from ..outputs import TargetOutputs
+from ..training import DivergenceLog
 from .plan import SweepPlan
 from .store import SweepStore
 
@@ -34,7 +37,7 @@ def pending_work(plan: SweepPlan, store: SweepStore, *, shard: int = 0, num_shar
     if num_shards < 1 or not 0 <= shard < num_shards:
         raise ConfigError(f"shard must lie in [0, num_shards) with num_shards >= 1; got shard"
                           f" {shard} of {num_shards}.")
-    done = store.completed()
+    done = store.completed() | store.diverged()
     work = []
     for k, group in enumerate(plan.groups()):
         missing = group[~done[group]]
@@ -48,9 +51,22 @@ def _progress(total: int, done: int, quiet: bool, desc: str) -> tqdm:
                 disable=quiet or not sys.stderr.isatty())
 
 
+def write_trained(store: SweepStore, indices: np.ndarray, masks: np.ndarray,
+                  outputs: TargetOutputs, divergence: DivergenceLog | None) -> None:
+    """Write models ``indices`` as :meth:`SweepPlan.train_models` returned them: the diverged
+    ones of ``divergence`` as diverged records, the rest as completed models."""
+    indices = np.asarray(indices, dtype=np.int64)
+    diverged = np.zeros(len(indices), bool) if divergence is None else divergence.diverged
+    if diverged.any():
+        store.write_diverged(indices[diverged], masks[diverged], divergence.step[diverged],
+                             divergence.last_loss[diverged])
+        logger.warning("models %s diverged; recorded without outputs", indices[diverged].tolist())
+    if not diverged.all():
+        store.write_models(indices[~diverged], masks[~diverged], outputs.take(~diverged))
+
+
 def _train_and_write(plan: SweepPlan, store: SweepStore, indices: np.ndarray) -> None:
-    masks, outputs = plan.train_group(indices)
-    store.write_models(indices, masks, outputs)
+    write_trained(store, indices, *plan.train_group(indices))
 
 
 def _run_in_process(plan: SweepPlan, store: SweepStore, work: Iterable[np.ndarray],

@@ -11,6 +11,10 @@ Layout (``M`` models, ``U`` units, ``T`` target examples, ``C`` target classes):
     target_labels            int64   [T]
     finished_at              float64 [M]      (Unix time a model was written; for ETAs)
     completed                bool    [M]
+    diverged_step            int64   [M]      (step its loss became NaN/inf; -1 if it did not;
+                                               a diverged model's mask is kept in ``masks``)
+    diverged_loss            float64 [M]      (its last finite loss before that, NaN if none)
+    diverged                 bool    [M]      (training diverged: final, no outputs written)
     attributes: format, config_hash, fingerprints, versions, unit_names,
                 target_class_names, num_models, created
 
@@ -31,6 +35,12 @@ along the models axis (still one model per chunk; the new rows read as fill valu
 completed), and only then is the ``num_models`` attribute, which readers trust for the number of
 models, rewritten in one atomic metadata write. A crash in between leaves some arrays longer than
 ``num_models``; they are never read past it, and growing again completes the resize.
+
+Divergence. A model whose training diverged (``sweep.on_divergence = "record"``) gets no
+outputs; its step and last finite loss are written first and its own ``diverged`` flag chunk
+last, so a half-written record is never read as one. A diverged model is final like a completed
+one: it is never missing, never retrained, and never read as a completed model. Stores created
+before this record existed read as having no diverged models.
 """
 
 from __future__ import annotations
@@ -50,7 +60,18 @@ from ..outputs import TargetOutputs
 
 STORE_FORMAT = 1
 OUTPUT_FIELDS: tuple[str, ...] = ("correct_logit", "max_other_logit", "logsumexp", "predicted")
+_DIVERGED_FIELDS = {"diverged_step": ("int64", -1), "diverged_loss": ("float64", np.nan),
+                    "diverged": (bool, False)}  # in write order: the flag last
 _LOGITS_CHUNK_BYTES = 16 * 2**20  # keep each [1, targets, classes] logits chunk near 16 MiB
+
+
+class DivergedModels(NamedTuple):
+    """The diverged models of a store (see :meth:`SweepStore.read_diverged`)."""
+
+    indices: np.ndarray  # int64 [models]
+    masks: np.ndarray  # bool [models, units]
+    steps: np.ndarray  # int64 [models]: step at which the loss was first seen NaN or infinite
+    last_losses: np.ndarray  # float64 [models]: last finite loss before it (NaN if none)
 
 
 class ModelChunk(NamedTuple):
@@ -110,6 +131,7 @@ class SweepStore:
         self._completed = group["completed"]
         self._finished_at = group["finished_at"]
         self._num_models = int(attrs["num_models"])
+        self._diverged = {name: group[name] for name in _DIVERGED_FIELDS if name in group}
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -185,6 +207,9 @@ class SweepStore:
         group.create_array(
             "completed", shape=(num_models,), chunks=(1,), dtype=bool, fill_value=False
         )
+        for name, (dtype, fill) in _DIVERGED_FIELDS.items():
+            group.create_array(name, shape=(num_models,), chunks=(1,), dtype=dtype,
+                               fill_value=fill)
         # Attributes last: `format` marks the store as fully created for concurrent openers.
         group.attrs.update(
             {
@@ -297,7 +322,8 @@ class SweepStore:
             )
         if num_models == self.num_models:
             return
-        arrays = [self._masks, self._completed, self._finished_at, *self._outputs.values()]
+        arrays = [self._masks, self._completed, self._finished_at, *self._outputs.values(),
+                  *self._diverged.values()]
         for array in arrays + ([self._logits] if self._logits is not None else []):
             array.resize((num_models, *array.shape[1:]))  # chunks stay one model each
         # Last, in one atomic metadata write: from here on readers see the new size.
@@ -365,9 +391,27 @@ class SweepStore:
         """bool ``[models]``: which models are fully written."""
         return np.asarray(self._completed[: self.num_models], dtype=bool)
 
+    def diverged(self) -> np.ndarray:
+        """bool ``[models]``: which models diverged (recorded, final, without outputs)."""
+        if "diverged" not in self._diverged:
+            return np.zeros(self.num_models, dtype=bool)
+        return np.asarray(self._diverged["diverged"][: self.num_models], dtype=bool)
+
+    def read_diverged(self) -> DivergedModels:
+        """The diverged models' indices, masks, steps and last finite losses, in index order."""
+        idx = np.flatnonzero(self.diverged()).astype(np.int64)
+        if idx.size == 0:
+            return DivergedModels(idx, np.zeros((0, self.num_units), dtype=bool),
+                                  np.zeros(0, dtype=np.int64), np.zeros(0))
+        rows = _selection(idx)
+        return DivergedModels(
+            idx, np.asarray(self._masks.oindex[rows, :], dtype=bool),
+            np.asarray(self._diverged["diverged_step"].oindex[rows], dtype=np.int64),
+            np.asarray(self._diverged["diverged_loss"].oindex[rows], dtype=np.float64))
+
     def missing(self) -> np.ndarray:
         """int64 indices of models still to train (never written, or interrupted)."""
-        return np.flatnonzero(~self.completed()).astype(np.int64)
+        return np.flatnonzero(~(self.completed() | self.diverged())).astype(np.int64)
 
     @property
     def num_completed(self) -> int:
@@ -378,10 +422,17 @@ class SweepStore:
         """Models finished per second over the last ``window`` completed models (None until two
         distinct finish times exist); what ``transfer-influence status`` bases its ETA on."""
         finished = np.asarray(self._finished_at[: self.num_models], dtype=np.float64)
-        times = np.sort(finished[self.completed() & np.isfinite(finished)])[-window:]
+        done = self.completed() | self.diverged()
+        times = np.sort(finished[done & np.isfinite(finished)])[-window:]
         if times.size < 2 or times[-1] <= times[0]:
             return None
         return float((times.size - 1) / (times[-1] - times[0]))
+
+    def last_finished(self) -> float | None:
+        """Unix time the most recent model (completed or diverged) was written, None if none."""
+        finished = np.asarray(self._finished_at[: self.num_models], dtype=np.float64)
+        finished = finished[(self.completed() | self.diverged()) & np.isfinite(finished)]
+        return float(finished.max()) if finished.size else None
 
     def status(self) -> tuple[int, int]:
         """``(done, total)`` models."""
@@ -427,6 +478,45 @@ class SweepStore:
         self._finished_at.oindex[rows] = np.full(idx.size, time.time())
         # Flags strictly after the data: an interruption above leaves these models missing.
         self._completed.oindex[rows] = np.ones(idx.size, dtype=bool)
+
+    def write_diverged(self, indices: np.ndarray | Sequence[int], masks: np.ndarray,
+                       steps: np.ndarray, last_losses: np.ndarray) -> None:
+        """Record models ``indices`` (masks ``[n, units]``) as diverged at ``steps`` with their
+        last finite losses (NaN if none): data chunks first, each model's ``diverged`` flag
+        last. Recording an already recorded model again is a no-op; a completed model cannot be
+        recorded."""
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        masks = np.asarray(masks, dtype=bool).reshape(idx.size, self.num_units)
+        steps = np.asarray(steps, dtype=np.int64).reshape(-1)
+        losses = np.asarray(last_losses, dtype=np.float64).reshape(-1)
+        if len(self._diverged) != len(_DIVERGED_FIELDS):
+            raise StoreError(
+                f"{self.path} was created before diverged models could be recorded; finish it"
+                " with sweep.on_divergence = \"stop\" or start a new store."
+            )
+        if (np.unique(idx).size != idx.size or steps.shape != idx.shape
+                or losses.shape != idx.shape or (idx.size and (idx.min() < 0
+                                                               or idx.max() >= self.num_models))):
+            raise DataError(
+                f"give unique model indices in [0, {self.num_models}) and one step and loss per"
+                f" model; got indices {idx}, {steps.size} steps and {losses.size} losses."
+            )
+        if np.asarray(self._completed.oindex[idx], dtype=bool).any():
+            raise StoreError(
+                f"models {idx.tolist()} include completed models in {self.path}; two runs"
+                " disagree about them. Check that every worker uses the same configuration."
+            )
+        keep = ~np.asarray(self._diverged["diverged"].oindex[idx], dtype=bool)
+        idx, masks, steps, losses = idx[keep], masks[keep], steps[keep], losses[keep]
+        if idx.size == 0:
+            return
+        order = np.argsort(idx)
+        rows = _selection(idx[order])
+        self._masks.oindex[rows, :] = masks[order]
+        self._diverged["diverged_step"].oindex[rows] = steps[order]
+        self._diverged["diverged_loss"].oindex[rows] = losses[order]
+        self._finished_at.oindex[rows] = np.full(idx.size, time.time())
+        self._diverged["diverged"].oindex[rows] = np.ones(idx.size, dtype=bool)
 
     def _validate_write(
         self, indices: np.ndarray | Sequence[int], masks: np.ndarray, outputs: TargetOutputs,

@@ -11,6 +11,7 @@ from .objectives import (
 )
 from .recipe import Normalization, ObjectiveName, Schedule, TrainRecipe
 from .trainer import (
+    DivergenceLog,
     Observer,
     Strategy,
     Unit,
@@ -30,6 +31,7 @@ from .transfer import (
 )
 
 __all__ = [
+    "DivergenceLog",
     "Normalization",
     "Objective",
     "ObjectiveName",

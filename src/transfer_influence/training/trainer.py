@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -91,6 +92,53 @@ are built from these calls."""
 
 _CHECK_EVERY = 50  # steps between divergence checks (each check synchronises a GPU)
 _CONVERT_ROWS = 1024  # images converted per chunk when caching a float copy
+
+
+@dataclass
+class DivergenceLog:
+    """Which models of a group diverged, filled in by the trainer instead of raising.
+
+    ``step[g]`` is the first step at which model ``g``'s loss was seen NaN or infinite (-1 while
+    it never was) and ``last_loss[g]`` its loss at the last check before that (NaN if the very
+    first check failed). Losses are checked every ``_CHECK_EVERY`` steps and at a model's last
+    step. A diverged model keeps drawing its batches (so nothing else changes) but its numbers
+    are garbage: callers keep no outputs for it.
+    """
+
+    step: np.ndarray  # int64 [models]
+    last_loss: np.ndarray  # float64 [models]
+
+    @classmethod
+    def empty(cls, num_models: int) -> DivergenceLog:
+        """A log of ``num_models`` models none of which has diverged yet."""
+        return cls(np.full(num_models, -1, dtype=np.int64), np.full(num_models, np.nan))
+
+    @property
+    def diverged(self) -> np.ndarray:
+        """bool ``[models]``: which models diverged."""
+        return self.step >= 0
+
+    def take(self, models: np.ndarray) -> DivergenceLog:
+        """The log of group positions ``models`` (indices or bool mask)."""
+        return DivergenceLog(self.step[models], self.last_loss[models])
+
+    def record(self, loss: np.ndarray, steps: np.ndarray, models: np.ndarray) -> None:
+        """Note the losses ``[len(models)]`` of group positions ``models`` at their ``steps``."""
+        for g, value, step in zip(models.tolist(), loss.tolist(), steps.tolist()):
+            if self.step[g] >= 0:
+                continue
+            if np.isfinite(value):
+                self.last_loss[g] = value
+            else:
+                self.step[g] = step
+
+    def merge(self, other: DivergenceLog, models: np.ndarray, offset: np.ndarray) -> None:
+        """Take in ``other``, the log of a later stage run on group positions ``models``, whose
+        steps count from ``offset[i]`` (the steps model ``models[i]`` took before it)."""
+        later = other.diverged
+        self.step[models[later]] = offset[later] + other.step[later]
+        self.last_loss[models] = np.where(np.isnan(other.last_loss), self.last_loss[models],
+                                          other.last_loss)
 
 
 def subset_indices(data: LabeledImages, masks: np.ndarray, unit: Unit) -> list[np.ndarray]:
@@ -140,6 +188,7 @@ def train_group(
     progress: bool = False,
     schedule_examples: int | None = None,
     observe: Observer | None = None,
+    divergence: DivergenceLog | None = None,
 ) -> list[TransferModel]:
     """Train ``len(seeds)`` models from scratch, model ``g`` on the units kept by ``masks[g]``.
 
@@ -154,6 +203,7 @@ def train_group(
         observe: called before every step with the batch and its logits (see
             :data:`Observer`); needs ``strategy="loop"``.
         schedule_examples: see :func:`fit_models`.
+        divergence: see :func:`fit_models`.
 
     Returns:
         The trained models, in the order of ``seeds``, on ``device``.
@@ -169,7 +219,8 @@ def train_group(
         models.append(model)
     return fit_models(models, data, subsets, generators, recipe, objective=objective,
                       strategy=strategy, device=device, progress=progress,
-                      schedule_examples=schedule_examples, observe=observe)
+                      schedule_examples=schedule_examples, observe=observe,
+                      divergence=divergence)
 
 
 def pretrain_group(
@@ -187,6 +238,7 @@ def pretrain_group(
     progress: bool = False,
     schedule_examples: int | None = None,
     observe: Observer | None = None,
+    divergence: DivergenceLog | None = None,
 ) -> list[TransferModel]:
     """:func:`train_group` on the masked source with its labels; the head has one output per
     source class (removed classes included, so every model shares one label space)."""
@@ -198,7 +250,8 @@ def pretrain_group(
 
     return train_group(build, source, masks, unit=unit, seeds=seeds, recipe=recipe,
                        objective=objective, strategy=strategy, device=device, progress=progress,
-                       schedule_examples=schedule_examples, observe=observe)
+                       schedule_examples=schedule_examples, observe=observe,
+                       divergence=divergence)
 
 
 SMALL_MODEL_PARAMETERS = 150_000
@@ -362,6 +415,7 @@ def fit_models(
     progress: bool = False,
     schedule_examples: int | None = None,
     observe: Observer | None = None,
+    divergence: DivergenceLog | None = None,
 ) -> list[TransferModel]:
     """Train already-initialised ``models`` in place (model ``g`` on example indices
     ``subsets[g]``, drawing shuffles and augmentations from ``generators[g]``); the shared engine
@@ -371,10 +425,14 @@ def fit_models(
     examples, ``n`` being its own subset's size, or ``schedule_examples`` for every model when
     given (batches still come from its own subset only).
 
-
-``objective`` defaults to the one ``recipe.objective`` names. ``observe`` (see
+    ``objective`` defaults to the one ``recipe.objective`` names. ``observe`` (see
     :data:`Observer`) needs the ``loop`` strategy, the only one that holds each model's logits as
-    it steps; choose it explicitly."""
+    it steps; choose it explicitly.
+
+    A model whose loss becomes NaN or infinite raises :class:`TrainingError` without
+    ``divergence``; with a :class:`DivergenceLog` of ``len(models)`` models it is recorded there
+    instead and the other models train on unchanged (sweeps with ``on_divergence = "record"``).
+    """
     if not (len(models) == len(subsets) == len(generators)) or not models:
         raise TrainingError(
             f"got {len(models)} models, {len(subsets)} subsets and {len(generators)} generators;"
@@ -391,31 +449,44 @@ def fit_models(
     batcher = _Batcher(data, recipe, device, objective_views(objective))
     streams = [_IndexStream(s, g, recipe.batch_size) for s, g in zip(subsets, generators)]
     sizes = [len(s) if schedule_examples is None else int(schedule_examples) for s in subsets]
+    if divergence is not None and divergence.step.shape != (len(models),):
+        raise TrainingError(f"the divergence log has {divergence.step.size} models for"
+                            f" {len(models)} models; give DivergenceLog.empty({len(models)}).")
     models = [m.to(device).train() for m in models]
     if chosen == "bmm":
-        _fit_bmm(models, streams, batcher, sizes, recipe, progress)
+        _fit_bmm(models, streams, batcher, sizes, recipe, progress, divergence)
     elif chosen == "vmap":
-        _fit_vmap(models, streams, batcher, sizes, recipe, objective, progress)
+        _fit_vmap(models, streams, batcher, sizes, recipe, objective, progress, divergence)
     else:
         for g, (model, stream, n) in enumerate(zip(models, streams, sizes)):
             with forked_rng(_global_draws_seed(stream.generator), device):  # dropout, seeded
-                _fit_loop(model, stream, batcher, n, recipe, objective, progress, g, observe)
+                _fit_loop(model, stream, batcher, n, recipe, objective, progress, g, observe,
+                          divergence)
     return models
 
 
-def _check_finite(loss: torch.Tensor, step: int) -> None:
-    """Raise TrainingError when any model's loss is NaN or infinite."""
-    bad = (~torch.isfinite(loss.detach().reshape(-1))).nonzero().flatten().tolist()
-    if bad:
+def _check_finite(loss: torch.Tensor, steps: np.ndarray, models: np.ndarray,
+                  divergence: DivergenceLog | None) -> None:
+    """Record the losses ``[len(models)]`` of group positions ``models`` at their ``steps`` in
+    ``divergence``, or without a log raise TrainingError when any is NaN or infinite."""
+    values = loss.detach().reshape(-1).double().cpu().numpy()
+    if divergence is not None:
+        divergence.record(values, steps, models)
+        return
+    bad = ~np.isfinite(values)
+    if bad.any():
         raise TrainingError(
-            f"training diverged at step {step}: loss is not finite for model(s) {bad} of the group;"
-            " lower the learning rate, lengthen the warm-up or check the inputs for NaNs."
+            f"training diverged at step {steps[bad].max()}: loss is not finite for model(s)"
+            f" {models[bad].tolist()} of the group; lower the learning rate, lengthen the"
+            " warm-up or check the inputs for NaNs (or set sweep.on_divergence = \"record\" to"
+            " record diverged models and train on)."
         )
 
 
 def _fit_loop(model: TransferModel, stream: _IndexStream, batcher: _Batcher, n: int,
               recipe: TrainRecipe, objective: Objective, progress: bool, index: int,
-              observe: Observer | None = None) -> None:
+              observe: Observer | None = None,
+              divergence: DivergenceLog | None = None) -> None:
     """Train one model with ``torch.optim.SGD``.
 
     Gradients start as zeros rather than ``None`` so that parameters the objective does not use
@@ -441,7 +512,9 @@ def _fit_loop(model: TransferModel, stream: _IndexStream, batcher: _Batcher, n: 
         loss.backward()
         optimizer.step()
         if step % _CHECK_EVERY == 0 or step == total - 1:
-            _check_finite(loss, step)
+            _check_finite(loss, np.array([step]), np.array([index]), divergence)
+            if divergence is not None and divergence.diverged[index]:
+                return  # recorded; its remaining steps would only compute NaNs
 
 
 def _global_draws_seed(generator: torch.Generator) -> int:
@@ -468,8 +541,8 @@ def _learning_rates(recipe: TrainRecipe, sizes: Sequence[int]) -> np.ndarray:
 
 
 def _fit_vmap(models: list[TransferModel], streams: list[_IndexStream], batcher: _Batcher,
-              sizes: list[int], recipe: TrainRecipe, objective: Objective, progress: bool
-              ) -> None:
+              sizes: list[int], recipe: TrainRecipe, objective: Objective, progress: bool,
+              divergence: DivergenceLog | None) -> None:
     """Train all models together on stacked parameters (see module docstring)."""
     params, buffers = stack_module_state(models)
     params = {k: v.detach() for k, v in params.items()}
@@ -494,7 +567,8 @@ def _fit_vmap(models: list[TransferModel], streams: list[_IndexStream], batcher:
         grads, loss = step_fn(params, buffers, xs, ys)
         return [grads[k] for k in names], loss
 
-    _step_group([params[k] for k in names], gradients, streams, batcher, sizes, recipe, progress)
+    _step_group([params[k] for k in names], gradients, streams, batcher, sizes, recipe, progress,
+                divergence)
     with torch.no_grad():
         for g, model in enumerate(models):
             for name, p in model.named_parameters():
@@ -502,7 +576,8 @@ def _fit_vmap(models: list[TransferModel], streams: list[_IndexStream], batcher:
 
 
 def _fit_bmm(models: list[TransferModel], streams: list[_IndexStream], batcher: _Batcher,
-             sizes: list[int], recipe: TrainRecipe, progress: bool) -> None:
+             sizes: list[int], recipe: TrainRecipe, progress: bool,
+             divergence: DivergenceLog | None) -> None:
     """Train plain MLPs together with hand-written batched forward and backward passes
     (``torch.baddbmm`` over the stacked weights ``[G, out, in]``) under mean cross-entropy with
     ``recipe.label_smoothing``, and the same SGD update as ``vmap``. Computes the gradients
@@ -539,7 +614,7 @@ def _fit_bmm(models: list[TransferModel], streams: list[_IndexStream], batcher: 
                  + smoothing / classes * log_p.sum(2)).mean(1)
         return grads, loss
 
-    _step_group(params, gradients, streams, batcher, sizes, recipe, progress)
+    _step_group(params, gradients, streams, batcher, sizes, recipe, progress, divergence)
     with torch.no_grad():
         for g, ls in enumerate(layers):
             for i, layer in enumerate(ls):
@@ -552,17 +627,22 @@ Gradients = Callable[[torch.Tensor, torch.Tensor, bool],
 
 
 def _step_group(params: list[torch.Tensor], gradients: Gradients, streams: list[_IndexStream],
-                batcher: _Batcher, sizes: list[int], recipe: TrainRecipe, progress: bool) -> None:
+                batcher: _Batcher, sizes: list[int], recipe: TrainRecipe, progress: bool,
+                divergence: DivergenceLog | None) -> None:
     """Drive stacked parameters ``[G, ...]`` through the group's steps: draw every model's
     batch, get per-model gradients (and, every ``_CHECK_EVERY`` steps, the per-model loss ``[G]``
     to check for divergence) from ``gradients(xs, ys, with_loss)``, then take one SGD step.
 
     Finished models still draw batches (from their own generators, so nothing else changes) but
-    take learning rate 0.
+    take learning rate 0; their loss, checked on those batches, is that of their final
+    parameters (reported at their last step), so a model finishing between two checks is still
+    checked. A diverged model (recorded in ``divergence``) keeps stepping: its NaNs stay in its
+    own slices of the stacked tensors.
     """
     momentum = [torch.zeros_like(p) for p in params]
     rates = _learning_rates(recipe, sizes)
-    totals = [recipe.total_steps(n) for n in sizes]
+    last_steps = np.array([recipe.total_steps(n) for n in sizes]) - 1
+    models = np.arange(len(sizes))
     for step, lrs in enumerate(tqdm(rates.tolist(), desc=f"{len(sizes)} models",
                                     disable=not progress)):
         xs, ys, _ = batcher(streams)
@@ -571,8 +651,7 @@ def _step_group(params: list[torch.Tensor], gradients: Gradients, streams: list[
         with torch.no_grad():
             _sgd_update(params, grads, momentum, lrs, recipe)
         if check:
-            active = torch.tensor([step < t for t in totals], device=loss.device)
-            _check_finite(torch.where(active, loss.detach(), 0.0), step)
+            _check_finite(loss, np.minimum(step, last_steps), models, divergence)
 
 
 def _sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor],

@@ -24,7 +24,7 @@ from .linear_heads import fit_linear_heads
 from .objectives import Objective
 from .preprocess import to_inputs
 from .recipe import Normalization, TrainRecipe
-from .trainer import Strategy, fit_models, model_generator
+from .trainer import DivergenceLog, Strategy, fit_models, model_generator
 
 _FEATURE_BUDGET_BYTES = 256 * 2**20  # float64 features of one model chunk in fixed-feature fits
 
@@ -111,11 +111,14 @@ def finetune_group(
     strategy: Strategy = "auto",
     device: str | torch.device = "cpu",
     progress: bool = False,
+    divergence: DivergenceLog | None = None,
 ) -> TargetOutputs:
     """Full fine-tuning: copy each pretrained model, give it a fresh head with one output per
     target class (initialised from its seed), train backbone and head on all of ``target_train``
     with ``recipe`` (same group trainer and guarantees as pretraining), and return the stored
-    outputs on ``target_test``, ``[models, targets]``. The input models are left unchanged."""
+    outputs on ``target_test``, ``[models, targets]``. The input models are left unchanged.
+    ``divergence`` records diverged models instead of raising (see :func:`fit_models`); their
+    outputs are then not finite."""
     _check_inputs(models, target_train, target_test)
     if recipe.objective != "cross_entropy":
         raise TrainingError(
@@ -133,7 +136,8 @@ def finetune_group(
         tuned.append(copied)
     everything = np.arange(len(target_train), dtype=np.int64)
     fit_models(tuned, target_train, [everything] * len(tuned), generators, recipe,
-               objective=objective, strategy=strategy, device=device, progress=progress)
+               objective=objective, strategy=strategy, device=device, progress=progress,
+               divergence=divergence)
     logits = predict_logits(tuned, target_test, normalization=recipe.normalization, device=device)
     return TargetOutputs.from_logits(logits.cpu(), np.array(target_test.labels))
 
