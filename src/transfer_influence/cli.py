@@ -655,7 +655,8 @@ def prune(
     ] = "0.2,0.5,0.8",
     seeds: Annotated[int, typer.Option(help="models (seeds) per method and ratio")] = 5,
     transfer: Annotated[str | None, typer.Option(
-        help="fixed_feature, finetune or both (comma-separated); default: the config's mode")
+        help="fixed_feature, finetune or both (comma-separated); default: both when the config"
+             " has a [transfer.recipe], else the config's mode")
     ] = None,
     timing: Annotated[bool, typer.Option(
         help="time one model on the full source, a sweep subset and each ratio's kept data")

@@ -136,3 +136,13 @@ def test_a_diverged_pruned_model_is_recorded_and_left_out_of_its_comparison(prun
     monkeypatch.setattr(SweepPlan, "train_models", lambda *a, **k: pytest.fail("retrained"))
     again = run_pruning(pruning_plan, ["lm"], [0.5], 3, timing=False, quiet=True)
     assert again.rows == result.rows
+
+
+def test_both_transfer_modes_are_measured_when_the_config_can_fine_tune(tmp_path):
+    raw = pruning_raw(tmp_path / "sweep.zarr")
+    raw["transfer"]["recipe"] = {"epochs": 5, "lr": 0.01, "batch_size": 4}
+    plan = SweepPlan.from_config(parse_config(raw))
+    result = run_pruning(plan, ["lm"], [0.5], 2, timing=False, quiet=True)
+    assert list(result.reference) == ["fixed_feature", "finetune"]
+    assert [row.transfer for row in result.rows] == ["fixed_feature", "finetune"]
+    assert result.rows[0].accuracy != result.rows[1].accuracy

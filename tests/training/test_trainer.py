@@ -175,7 +175,7 @@ def test_auto_strategy():
     small_mlp = build_model("mlp", in_channels=1, image_size=28, num_classes=20, width=32, depth=1)
     big_mlp = build_model("mlp", in_channels=1, image_size=28, num_classes=20, width=512)
     cnn = build_model("small_cnn", in_channels=1, image_size=28, num_classes=20, width=8)
-    custom = lambda *a: 0  # noqa: E731 - any objective other than the default
+    custom = lambda *a: 0  # any objective other than the default
     assert choose_strategy("auto", cpu, small_mlp) == "bmm"
     assert choose_strategy("auto", cpu, big_mlp) == "bmm"  # hand-batched MLPs win at any size
     assert choose_strategy("auto", cpu, small_mlp, objective=custom) == "vmap"
@@ -191,7 +191,7 @@ def test_auto_strategy():
 def test_float_cache_gives_the_same_models(source, monkeypatch):
     """Converting all images once (the CPU cache) and converting each batch after gathering
     (large data, GPUs) feed the model bit-identical inputs."""
-    import transfer_influence.training.trainer as trainer
+    from transfer_influence.training import trainer
 
     kwargs = {"unit": "class", "seeds": SEEDS, "recipe": RECIPE, "strategy": "bmm"}
     cached = train_group(builder("mlp"), source, MASKS, **kwargs)

@@ -156,6 +156,14 @@ def _time_models(plan: SweepPlan, masks: np.ndarray) -> float:
     return float(np.mean(seconds))
 
 
+def default_transfers(plan: SweepPlan) -> list[str]:
+    """The transfer modes a pruning run measures unless told: the experiment's own, and full
+    fine-tuning too when the config has a ``[transfer.recipe]`` (the linear probe and full
+    fine-tuning can disagree about what pruning costs)."""
+    transfer = plan.config.transfer
+    return ["fixed_feature", "finetune"] if transfer.recipe is not None else [transfer.mode]
+
+
 def _check_request(plan: SweepPlan, methods: Sequence[str], transfers: Sequence[str]) -> None:
     """Everything a pruning run can refuse, refused before any training."""
     if not methods:
@@ -214,7 +222,7 @@ def run_pruning(
     """Score the source with each of ``methods``, prune each of ``ratios``, retrain ``seeds``
     models per (method, ratio, transfer mode) and measure target test accuracy.
 
-    ``transfers`` defaults to the experiment's transfer mode; ``finetune`` needs a
+    ``transfers`` defaults to :func:`default_transfers`; ``finetune`` needs a
     ``[transfer.recipe]``. ``influence`` is the sweep's estimate, needed by the ``influence``
     method. ``extra_targets``: training sets of other targets the pruned source must serve too
     (multi-target LM / FM, see :func:`~.scores.score_source`); accuracy is still measured on
@@ -224,7 +232,7 @@ def run_pruning(
     """
     seeds = check_seeds(seeds)
     ratios = check_ratios(ratios)
-    transfers = list(dict.fromkeys(transfers or [plan.config.transfer.mode]))
+    transfers = list(dict.fromkeys(transfers or default_transfers(plan)))
     _check_request(plan, methods, transfers)
     surrogate = train_surrogate(plan, quiet=quiet)
     scored = [score_source(plan, method, surrogate, influence=influence,

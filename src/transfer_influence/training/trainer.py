@@ -663,8 +663,8 @@ def _sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor],
     four), once for all models when they share a learning rate, else once per distinct rate on
     the slices of the models that have it.
     """
-    options = dict(weight_decay=recipe.weight_decay, momentum=recipe.momentum, dampening=0.0,
-                   nesterov=False, maximize=False, fused=True)
+    options = {"weight_decay": recipe.weight_decay, "momentum": recipe.momentum,
+               "dampening": 0.0, "nesterov": False, "maximize": False, "fused": True}
     if len(set(lrs)) == 1:
         sgd(params, grads, momentum, lr=lrs[0], **options)
         return
