@@ -14,6 +14,9 @@ The public API, stage by stage (see DESIGN.md):
 - analyses: :func:`run_counterfactual`, :func:`project_labels`, :func:`debug_failures`,
   :func:`find_leakage`
 - report: :func:`build_report`, :func:`write_experiment_report`
+- influence functions (method 3): :class:`MultiStageProblem`, :class:`FixedFeature`,
+  :class:`Proximal`, :class:`SolverOptions`, :func:`validate_influence`,
+  :func:`run_influence_function`
 """
 
 from .analysis import debug_failures, find_leakage, project_labels
@@ -43,6 +46,16 @@ from .estimators import (
     fit_lasso,
     fit_ridge,
 )
+from .influence_functions import (
+    CGNotConvergedError,
+    FixedFeature,
+    InfluenceError,
+    MultiStageProblem,
+    Proximal,
+    SolverOptions,
+)
+from .influence_functions.experiment import InfluenceArgs, run_influence_function
+from .influence_functions.validate import validate as validate_influence
 from .models import TransferModel, build_model
 from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant
 from .report import build_report, write_experiment_report
@@ -53,12 +66,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "OUTPUT_VARIANTS",
+    "CGNotConvergedError",
     "ConfigError",
     "DataError",
     "ExperimentConfig",
+    "FixedFeature",
+    "InfluenceArgs",
+    "InfluenceError",
     "InfluenceResult",
     "LabeledImages",
     "ModelError",
+    "MultiStageProblem",
+    "Proximal",
+    "SolverOptions",
     "StoreError",
     "SweepPlan",
     "SweepStore",
@@ -87,11 +107,13 @@ __all__ = [
     "pretrain_group",
     "project_labels",
     "run_counterfactual",
+    "run_influence_function",
     "run_local",
     "run_ray",
     "run_shard",
     "split_fashion_suite",
     "subset_masks",
     "transfer_fixed_feature",
+    "validate_influence",
     "write_experiment_report",
 ]
