@@ -11,7 +11,7 @@ from transfer_influence.cli import app
 
 from ..sweep.conftest import write_sweep_config
 
-OPTIONS = ["--tests", "1", "--validate", "3", "--train-tol", "1e-2", "--damping", "1e-2",
+OPTIONS = ["--tests", "1", "--validate", "3", "--train-tol", "3e-5", "--damping", "1e-2",
            "--cg-tol", "1e-3", "--k", "2"]
 
 

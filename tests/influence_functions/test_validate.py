@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import json
 
-from transfer_influence.influence_functions import FixedFeature, Proximal, SolverOptions
+import pytest
+
+from transfer_influence.influence_functions import (
+    FixedFeature,
+    InfluenceError,
+    Proximal,
+    SolverOptions,
+)
 from transfer_influence.influence_functions import validate as validate_module
 from transfer_influence.influence_functions.validate import validate
 
@@ -40,3 +47,9 @@ def test_validation_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     second = validate(problem, x_test, y_test, [0, 1, 2, 3], checkpoint=path, tol=1e-10)
     assert calls == [3]
     assert second.actual[:3] == first.actual
+
+
+def test_a_tolerance_too_loose_to_measure_a_removal_is_refused():
+    problem, x_test, y_test, _ = blobs_problem(FixedFeature(l2=1e-2), 0)
+    with pytest.raises(InfluenceError, match="tighter tolerance"):
+        validate_module.leave_one_out(problem, 0, x_test, y_test, tol=1.0)

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy import stats
+from torch.func import grad
 
 from ..atomic import write_json
+from .hessian import InfluenceError
 from .multistage import MultiStageProblem, SolverOptions
 from .optimize import minimize
 
@@ -25,6 +27,12 @@ def leave_one_out(problem: MultiStageProblem, index: int, x_test: torch.Tensor,
     optimum to ``||grad|| <= tol``, then fine-tuning redone the same way."""
     weights = torch.ones(problem.m, dtype=problem.theta.dtype)
     weights[index] = 0.0
+    moved = torch.linalg.vector_norm(grad(problem.pretrain_objective)(problem.theta, weights))
+    if moved <= tol:
+        raise InfluenceError(
+            f"removing pretraining example {index} leaves the gradient norm at {float(moved):.3g},"
+            f" already within tol {tol:g}: retraining would not move, and its 'true change' would"
+            " be 0. Train to a tighter tolerance (--train-tol) to measure leave-one-out changes.")
     theta = minimize(lambda t: problem.pretrain_objective(t, weights), problem.theta, tol=tol,
                      max_iter=max_iter)
     phi = problem.refit(theta, tol=tol, max_iter=max_iter)
