@@ -19,6 +19,7 @@ from transfer_influence.influence_functions.validate import validate
 from .test_multistage import blobs_problem
 
 
+@pytest.mark.slow
 def test_predictions_correlate_with_real_leave_one_out_retraining():
     for finetune in (FixedFeature(l2=1e-2), Proximal(alpha=1.0, decay=1e-3)):
         problem, x_test, y_test, planted = blobs_problem(finetune, 0)
