@@ -17,6 +17,9 @@ The public API, stage by stage (see docs/architecture.md):
 - pruning: :func:`train_surrogate`, :func:`score_source`, :func:`run_pruning`,
   :class:`PruningResult`
 - report: :func:`build_report`, :func:`write_experiment_report`
+- influence functions (method 3): :class:`MultiStageProblem`, :class:`FixedFeature`,
+  :class:`Proximal`, :class:`SolverOptions`, :func:`validate_influence`,
+  :func:`run_influence_function`
 """
 
 from .analysis import debug_failures, find_leakage, project_labels
@@ -49,6 +52,16 @@ from .estimators import (
     fit_lasso,
     fit_ridge,
 )
+from .influence_functions import (
+    CGNotConvergedError,
+    FixedFeature,
+    InfluenceError,
+    MultiStageProblem,
+    Proximal,
+    SolverOptions,
+)
+from .influence_functions.experiment import InfluenceArgs, run_influence_function
+from .influence_functions.validate import validate as validate_influence
 from .models import TransferModel, build_model, register_model
 from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant
 from .pruning import PruningResult, run_pruning, score_source, train_surrogate
@@ -67,15 +80,22 @@ __version__ = "0.1.0"
 
 __all__ = [
     "OUTPUT_VARIANTS",
+    "CGNotConvergedError",
     "ConfigError",
     "DataError",
     "DivergenceLog",
     "ExperimentConfig",
+    "FixedFeature",
+    "InfluenceArgs",
+    "InfluenceError",
     "InfluenceResult",
     "LabeledImages",
     "ModelError",
+    "MultiStageProblem",
+    "Proximal",
     "PruningResult",
     "SimCLRObjective",
+    "SolverOptions",
     "StoreError",
     "SweepPlan",
     "SweepStore",
@@ -108,6 +128,7 @@ __all__ = [
     "project_labels",
     "register_model",
     "run_counterfactual",
+    "run_influence_function",
     "run_local",
     "run_pruning",
     "run_ray",
@@ -117,5 +138,6 @@ __all__ = [
     "subset_masks",
     "train_surrogate",
     "transfer_fixed_feature",
+    "validate_influence",
     "write_experiment_report",
 ]

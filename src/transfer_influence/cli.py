@@ -42,6 +42,7 @@ from .estimators.diagnostics import (
     divergence_association_store,
 )
 from .estimators.result import METHODS
+from .influence_functions.experiment import InfluenceArgs, run_influence_function
 from .outputs import OUTPUT_VARIANTS
 from .pruning import PRUNING_METHODS, PruningResult, run_pruning
 from .report import diagnostics_path, saved_diagnostics, write_experiment_report
@@ -703,6 +704,45 @@ def prune(
     result.save(path)
     _print_pruning(result)
     console.print(f"saved -> {path}")
+
+
+@app.command("influence-function")
+@_friendly_errors
+def influence_function(
+    config: ConfigArg,
+    validate: Annotated[int, typer.Option(
+        help="really remove this many pretraining examples, retrain, and correlate")] = 0,
+    tests: Annotated[int, typer.Option(help="target test examples scored one by one")] = 5,
+    solver: Annotated[str, typer.Option(help="cg, exact (tiny models) or identity")] = "cg",
+    damping: Annotated[float, typer.Option(help="damping of (H^2 + damping I)")] = 0.0,
+    cg_tol: Annotated[float, typer.Option(help="CG relative residual tolerance")] = 1e-6,
+    train_tol: Annotated[float, typer.Option(help="gradient norm at the optima")] = 1e-6,
+    k: Annotated[int, typer.Option(help="examples per list")] = 5,
+    seed: Annotated[int, typer.Option(help="seeds the examples --validate removes")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="replace a run with other arguments")] = False,
+) -> None:
+    """Multi-stage influence functions (Chen et al. 2020): the influence of every pretraining
+    example on the fine-tuned target test loss, without retraining (positive = harmful)."""
+    experiment = load_config(config)
+    args = InfluenceArgs(experiment.config_hash(), tests, validate, solver, damping, cg_tol,
+                         train_tol, seed)
+    result = run_influence_function(experiment, args, overwrite=overwrite)
+    columns = [("summed test loss", None), *((f"test example {int(t)}", j)
+                                           for j, t in enumerate(result.test_indices))]
+    table = Table(title="multi-stage influence on the target test loss (+ = harmful)")
+    for column in ("target", "most harmful", "most helpful"):
+        table.add_column(column)
+    for name, column in columns:
+        table.add_row(name, *(", ".join(f"{unit} ({score:+.3g})" for unit, score in
+                                        result.top(k, harmful=harmful, test=column))
+                              for harmful in (True, False)))
+    console.print(table)
+    if result.validation is not None:
+        v = result.validation
+        console.print(f"leave-one-out validation on {len(v.indices)} examples: Pearson"
+                      f" {v.pearson:.3f}, Spearman {v.spearman:.3f}; identity-Hessian ablation:"
+                      f" Pearson {v.ablation_pearson:.3f}, Spearman {v.ablation_spearman:.3f}")
+    console.print(f"saved -> {experiment.artifact_path('influence-function.scores.npz')}")
 
 
 QUICKSTART = "quickstart.toml"

@@ -1,0 +1,166 @@
+"""Multi-stage influence functions on an experiment config: pretrain one model on the whole
+source, train both stages to their optima, score every pretraining example against the target
+test set (summed, eq. 8, and per test example), optionally validate by real leave-one-out
+retraining, and save everything beside the sweep's store, resumably.
+
+Saved files (``<store>.influence-function.*``): ``args.json`` (the arguments and config hash;
+another run with different ones is refused rather than mixed in), ``models.pt`` (both converged
+stages, reused by reruns), ``scores.npz`` and ``validation.json`` (with its checkpoint
+``validation-checkpoint.json``, so a killed validation resumes).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..atomic import atomic_open, write_json
+from ..config import ExperimentConfig
+from ..data.images import LabeledImages
+from ..errors import ConfigError, StoreError
+from ..models.base import TransferModel
+from ..models.zoo import build_model
+from ..sweep.plan import SweepPlan, model_seed
+from ..training import pretrain_group
+from ..training.preprocess import to_inputs
+from ..training.trainer import model_generator
+from .multistage import FixedFeature, MultiStageProblem, SolverOptions
+from .validate import Validation, validate
+
+
+@dataclass(frozen=True)
+class InfluenceArgs:
+    """What a run computes; saved next to its results."""
+
+    config_hash: str
+    tests: int = 5
+    validate: int = 0
+    solver: str = "cg"
+    damping: float = 0.0
+    cg_tol: float = 1e-6
+    train_tol: float = 1e-6
+    seed: int = 0
+
+
+def _tensors(data: LabeledImages, config: ExperimentConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    x = to_inputs(torch.as_tensor(np.array(data.images)), config.pretrain.normalization)
+    return x.double(), torch.as_tensor(np.array(data.labels)).long()
+
+
+def build_problem(plan: SweepPlan, *, tol: float = 1e-6, cache: Path | None = None
+                  ) -> MultiStageProblem:
+    """The experiment's two stages at their optima: one model pretrained on the whole source
+    with the config's recipe (seed ``model_seed(sweep.seed, 0)``), then both stages polished to
+    ``||grad|| <= tol`` in float64 (case 1: ``transfer.mode = "fixed_feature"``). ``cache`` saves
+    the converged models and reloads them on reruns."""
+    config = plan.config
+    if config.transfer.mode != "fixed_feature":
+        raise ConfigError("influence-function supports transfer.mode = 'fixed_feature' (case 1)"
+                          " from a config; for a proximally fine-tuned embedding (case 2) build a"
+                          " MultiStageProblem with Proximal(alpha) in Python.")
+    data = plan.data
+    seed = model_seed(config.sweep.seed, 0)
+    models = pretrain_group(config.model.name, data.source,
+                            np.ones((1, data.source.num_classes), dtype=bool), unit="class",
+                            seeds=[seed], recipe=config.pretrain,
+                            model_options=config.model.options) if cache is None or not \
+        cache.exists() else None
+    pretrained = (models[0] if models else _empty_model(plan)).double().eval()
+    finetuned = copy.deepcopy(pretrained)
+    finetuned.replace_head(data.target_train.num_classes, model_generator(seed))
+    finetuned.double()
+    source_x, source_y = _tensors(data.source, config)
+    target_x, target_y = _tensors(data.target_train, config)
+    if models is None:
+        state = torch.load(cache, weights_only=True)
+        pretrained.load_state_dict(state["pretrained"])
+        finetuned.load_state_dict(state["finetuned"])
+    problem = MultiStageProblem(pretrained, finetuned, source_x, source_y, target_x, target_y,
+                                FixedFeature(config.transfer.l2),
+                                pretrain_decay=config.pretrain.weight_decay)
+    if models is not None:
+        problem.converge(tol=tol)
+        if cache is not None:
+            with atomic_open(cache, "wb") as file:
+                torch.save({"pretrained": pretrained.state_dict(),
+                            "finetuned": finetuned.state_dict()}, file)
+    return problem
+
+
+def _empty_model(plan: SweepPlan) -> TransferModel:
+    """The config's architecture, to load cached converged parameters into."""
+    channels, size, _ = plan.data.source.image_shape
+    return build_model(plan.config.model.name, in_channels=channels, image_size=size,
+                       num_classes=plan.data.source.num_classes, **plan.config.model.options)
+
+
+@dataclass
+class InfluenceFunctionResult:
+    """Influences of every pretraining example: on the summed target test loss (``total``,
+    ``[m]``) and on each of the first test examples (``per_test``, ``[m, tests]``); positive =
+    harmful. ``validation`` when ``--validate`` ran."""
+
+    unit_names: list[str]
+    total: np.ndarray
+    per_test: np.ndarray
+    test_indices: np.ndarray
+    validation: Validation | None = None
+
+    def top(self, k: int, *, harmful: bool, test: int | None = None) -> list[tuple[str, float]]:
+        """The ``k`` most harmful (largest) or helpful (smallest) examples, overall or for
+        column ``test`` of ``per_test``."""
+        scores = self.total if test is None else self.per_test[:, test]
+        order = np.argsort(-scores if harmful else scores)[:k]
+        return [(self.unit_names[i], float(scores[i])) for i in order]
+
+
+def run_influence_function(config: ExperimentConfig, args: InfluenceArgs, *,
+                           overwrite: bool = False) -> InfluenceFunctionResult:
+    """Compute (or resume) the influences of an experiment; see the module docstring."""
+    prefix = "influence-function"
+    args_path = config.artifact_path(f"{prefix}.args.json")
+    saved = json.loads(args_path.read_text()) if args_path.exists() else None
+    if saved is not None and saved != asdict(args) and not overwrite:
+        raise StoreError(f"{args_path} holds a run with other arguments or another configuration"
+                         f" ({saved}); pass --overwrite to replace it, or use another store.")
+    if saved != asdict(args):
+        for name in ("models.pt", "scores.npz", "validation.json",
+                     "validation-checkpoint.json"):
+            config.artifact_path(f"{prefix}.{name}").unlink(missing_ok=True)
+        write_json(args_path, asdict(args))
+    plan = SweepPlan.from_config(config)
+    problem = build_problem(plan, tol=args.train_tol,
+                            cache=config.artifact_path(f"{prefix}.models.pt"))
+    options = SolverOptions(args.solver, args.damping, args.cg_tol)  # type: ignore[arg-type]
+    x_test, y_test = _tensors(plan.data.target_test, config)
+    scores_path = config.artifact_path(f"{prefix}.scores.npz")
+    names = [f"{plan.data.source.class_names[y]}#{i}"
+             for i, y in enumerate(plan.data.source.labels)]
+    if scores_path.exists():
+        with np.load(scores_path) as saved_scores:
+            total, per_test, tests = (saved_scores[k] for k in ("total", "per_test", "tests"))
+    else:
+        tests = np.arange(min(args.tests, len(x_test)))
+        vectors = [problem.test_vector(x_test, y_test, options)]
+        vectors += [problem.test_vector(x_test[i:i + 1], y_test[i:i + 1], options)
+                    for i in tests]
+        scores = problem.scores(torch.stack(vectors)).numpy()
+        total, per_test = scores[:, 0], scores[:, 1:]
+        with atomic_open(scores_path, "wb") as file:
+            np.savez(file, total=total, per_test=per_test, tests=tests)
+    validation = None
+    if args.validate:
+        rng = np.random.default_rng([args.seed, 12])
+        chosen = np.sort(rng.choice(problem.m, size=min(args.validate, problem.m),
+                                    replace=False))
+        validation = validate(problem, x_test, y_test, chosen, options=options,
+                              tol=args.train_tol,
+                              checkpoint=config.artifact_path(
+                                  f"{prefix}.validation-checkpoint.json"))
+        write_json(config.artifact_path(f"{prefix}.validation.json"), validation.summary())
+    return InfluenceFunctionResult(names, total, per_test, tests, validation)
