@@ -23,8 +23,8 @@ from ..atomic import atomic_open, write_json
 from ..config import ExperimentConfig
 from ..data.images import LabeledImages
 from ..errors import ConfigError, StoreError
+from ..models import build_model
 from ..models.base import TransferModel
-from ..models.zoo import build_model
 from ..sweep.plan import SweepPlan, model_seed
 from ..training import pretrain_group
 from ..training.preprocess import to_inputs
