@@ -15,6 +15,7 @@ from transfer_influence.config import load_config
 from transfer_influence.estimators import estimate_influence
 from transfer_influence.models import registered_models
 from transfer_influence.sweep.runners import run_local
+from transfer_influence.training import registered_objectives
 
 from .sweep.conftest import write_sweep_config
 
@@ -74,7 +75,7 @@ def test_extending_page_runs(tmp_path, monkeypatch, clean_registry):
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "extending"}
     printed = run_blocks(blocks, namespace)
-    assert "residual_mlp" in registered_models()
+    assert "residual_mlp" in registered_models() and "focal" in registered_objectives()
     assert printed.startswith("torch.Size([4, 8])")
     assert namespace["store"].completed().all() and namespace["my_store"].completed().all()
     # the focal-loss models learned the target far better than chance (4 target classes)

@@ -7,7 +7,8 @@ The public API, stage by stage (see docs/architecture.md):
   :class:`TransferData` and the suites
 - models: :func:`build_model`, :func:`register_model`, :class:`TransferModel`
 - training: :class:`TrainRecipe`, :func:`pretrain_group`, :func:`transfer_fixed_feature`,
-  :func:`finetune_group`, :class:`SimCLRObjective` (``pretrain.objective = "simclr"``)
+  :func:`finetune_group`, :class:`SimCLRObjective` (``pretrain.objective = "simclr"``),
+  :func:`register_objective`
 - sweeps: :func:`subset_masks`, :class:`SweepStore`, :func:`run_local`, :func:`run_ray`,
   :func:`run_shard`
 - estimators: :func:`difference_in_means`, :func:`estimate_influence`, :class:`InfluenceResult`,
@@ -55,6 +56,7 @@ from .training import (
     TrainRecipe,
     finetune_group,
     pretrain_group,
+    register_objective,
     transfer_fixed_feature,
 )
 
@@ -99,6 +101,7 @@ __all__ = [
     "pretrain_group",
     "project_labels",
     "register_model",
+    "register_objective",
     "run_counterfactual",
     "run_local",
     "run_ray",
