@@ -17,6 +17,7 @@ from ..data.build import build_transfer_data
 from ..data.convert import ImageDataset, as_labeled_images
 from ..data.images import LabeledImages
 from ..data.suites import TransferData
+from ..devices import resolve_device
 from ..errors import ConfigError, StoreError
 from ..outputs import TargetOutputs
 from ..training import finetune_group, pretrain_group, transfer_fixed_feature
@@ -164,16 +165,19 @@ class SweepPlan:
 
         The sweep and every retraining experiment (counterfactual removal, failure debugging)
         go through here, so a model with the same mask and seed is the same model everywhere.
+        Models train and transfer on ``config.device``.
         """
         config = self.config
+        device = resolve_device(config.device)
         models = pretrain_group(config.model.name, self.data.source, masks,
                                 unit=config.sweep.unit, seeds=seeds, recipe=config.pretrain,
-                                model_options=config.model.options,
+                                model_options=config.model.options, device=device,
                                 schedule_examples=len(self.data.source) if equal_steps else None)
         transfer = config.transfer
         if transfer.mode == "fixed_feature":
             return transfer_fixed_feature(models, self.data.target_train,
                                           self.data.target_test, l2=transfer.l2,
-                                          normalization=config.pretrain.normalization)
+                                          normalization=config.pretrain.normalization,
+                                          device=device)
         return finetune_group(models, self.data.target_train, self.data.target_test,
-                              recipe=transfer.recipe, seeds=seeds)
+                              recipe=transfer.recipe, seeds=seeds, device=device)

@@ -100,11 +100,13 @@ _WORKER_PLANS: dict[str, SweepPlan] = {}
 
 
 def worker_plan(config: ExperimentConfig) -> SweepPlan:
-    """The experiment's plan, built once per worker process (loading data is the slow part)."""
+    """The experiment's plan; its data is loaded once per worker process (the slow part) and
+    cached by config hash, while the plan carries this call's config, so its store and device
+    (which the hash leaves out) are never those of an earlier task's config."""
     key = config.config_hash()
     if key not in _WORKER_PLANS:
         _WORKER_PLANS[key] = SweepPlan.from_config(config)
-    return _WORKER_PLANS[key]
+    return SweepPlan(config, _WORKER_PLANS[key].data)
 
 
 def _ray_train_group(config: ExperimentConfig, indices: np.ndarray) -> int:
