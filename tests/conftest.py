@@ -2,14 +2,18 @@
 
 import pytest
 
+from transfer_influence import outputs
+from transfer_influence.estimators import registry as estimators
 from transfer_influence.models import registry
 from transfer_influence.training import objectives
 
 
 @pytest.fixture
 def clean_registry(monkeypatch):
-    """The model and objective registries, restored after the test (for tests that register
-    models or objectives); returns the model registry."""
+    """The registries (models, objectives, output variants, estimators), restored after the
+    test (for tests that register their own); returns the model registry."""
     monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
     monkeypatch.setattr(objectives, "_REGISTRY", dict(objectives._REGISTRY))
+    monkeypatch.setattr(outputs, "_VARIANTS", dict(outputs._VARIANTS))
+    monkeypatch.setattr(estimators, "_REGISTRY", dict(estimators._REGISTRY))
     return registry

@@ -12,7 +12,8 @@ The public API, stage by stage (see docs/architecture.md):
 - sweeps: :func:`subset_masks`, :class:`SweepStore`, :func:`run_local`, :func:`run_ray`,
   :func:`run_shard`
 - estimators: :func:`difference_in_means`, :func:`estimate_influence`, :class:`InfluenceResult`,
-  :func:`fit_ridge`, :func:`fit_lasso`, :func:`diagnose_store`
+  :func:`fit_ridge`, :func:`fit_lasso`, :func:`diagnose_store`, :func:`register_estimator`
+  (:class:`Estimate`), :func:`register_output_variant`
 - analyses: :func:`run_counterfactual`, :func:`project_labels`, :func:`debug_failures`,
   :func:`find_leakage`
 - report: :func:`build_report`, :func:`write_experiment_report`
@@ -40,15 +41,17 @@ from .errors import (
     TransferInfluenceError,
 )
 from .estimators import (
+    Estimate,
     InfluenceResult,
     diagnose_store,
     difference_in_means,
     estimate_influence,
     fit_lasso,
     fit_ridge,
+    register_estimator,
 )
 from .models import TransferModel, build_model, register_model
-from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant
+from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant, register_output_variant
 from .report import build_report, write_experiment_report
 from .sweep import SweepPlan, SweepStore, run_local, run_ray, run_shard, subset_masks
 from .training import (
@@ -66,6 +69,7 @@ __all__ = [
     "OUTPUT_VARIANTS",
     "ConfigError",
     "DataError",
+    "Estimate",
     "ExperimentConfig",
     "InfluenceResult",
     "LabeledImages",
@@ -100,8 +104,10 @@ __all__ = [
     "planted_transfer_problem",
     "pretrain_group",
     "project_labels",
+    "register_estimator",
     "register_model",
     "register_objective",
+    "register_output_variant",
     "run_counterfactual",
     "run_local",
     "run_ray",

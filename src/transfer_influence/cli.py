@@ -37,8 +37,8 @@ from .devices import resolve_device
 from .errors import ConfigError, DataError, StoreError, TransferInfluenceError
 from .estimators import InfluenceResult, estimate_influence
 from .estimators.diagnostics import DiagnosticsSummary, diagnose_store
-from .estimators.result import METHODS
-from .outputs import OUTPUT_VARIANTS
+from .estimators.registry import estimator_names
+from .outputs import OUTPUT_VARIANTS, output_variants
 from .pruning import PRUNING_METHODS, PruningResult, run_pruning
 from .report import diagnostics_path, saved_diagnostics, write_experiment_report
 from .sweep.plan import SweepPlan
@@ -85,8 +85,8 @@ def _friendly_errors(command: F) -> F:
 
 
 def _check_variant(variant: str) -> None:
-    if variant not in OUTPUT_VARIANTS:
-        raise typer.BadParameter(f"{variant!r}; choose one of {', '.join(OUTPUT_VARIANTS)}",
+    if variant not in output_variants():
+        raise typer.BadParameter(f"{variant!r}; choose one of {', '.join(output_variants())}",
                                  param_hint="--variant")
 
 
@@ -106,8 +106,8 @@ def _on_device(experiment: ExperimentConfig, device: str | None) -> ExperimentCo
 
 
 def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise typer.BadParameter(f"{method!r}; choose one of {', '.join(METHODS)}",
+    if method not in estimator_names():
+        raise typer.BadParameter(f"{method!r}; choose one of {', '.join(estimator_names())}",
                                  param_hint="--method")
 
 

@@ -21,6 +21,7 @@ from .diagnostics import (
 )
 from .difference_in_means import DifferenceInMeans, difference_in_means
 from .influence import estimate_influence
+from .registry import Estimate, Estimator, estimator_names, register_estimator
 from .result import InfluenceResult
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "Diagnostics",
     "DiagnosticsSummary",
     "DifferenceInMeans",
+    "Estimate",
+    "Estimator",
     "InfluenceResult",
     "SweepSource",
     "bootstrap_se",
@@ -36,10 +39,12 @@ __all__ = [
     "diagnose_store",
     "difference_in_means",
     "estimate_influence",
+    "estimator_names",
     "fit_datamodels",
     "fit_lasso",
     "fit_ridge",
     "knockoff_fdr",
     "linear_datamodeling_score",
+    "register_estimator",
     "split_half_agreement",
 ]
