@@ -12,8 +12,7 @@ from transfer_influence.training import objectives
 def clean_registry(monkeypatch):
     """The registries (models, objectives, output variants, estimators), restored after the
     test (for tests that register their own); returns the model registry."""
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    monkeypatch.setattr(objectives, "_REGISTRY", dict(objectives._REGISTRY))
-    monkeypatch.setattr(outputs, "_VARIANTS", dict(outputs._VARIANTS))
-    monkeypatch.setattr(estimators, "_REGISTRY", dict(estimators._REGISTRY))
+    for named in (registry._MODELS, objectives._OBJECTIVES, outputs._VARIANTS,
+                  estimators._ESTIMATORS):
+        monkeypatch.setattr(named, "entries", dict(named.entries))
     return registry

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
+from .registry import Registry
 
 OutputVariant = str
 """The name of an output variant: a built-in (:data:`OUTPUT_VARIANTS`) or a registered one."""
@@ -128,26 +129,24 @@ def _softmax_margin(o: TargetOutputs) -> np.ndarray:
     return log_p - np.log1p(-np.minimum(np.exp(log_p), 1.0 - 1e-12))
 
 
-_VARIANTS: dict[str, VariantFunction] = dict(zip(
-    OUTPUT_VARIANTS, (_prob_correct, _is_correct, _margin, _softmax_margin)))
+_VARIANTS: Registry[VariantFunction] = Registry("output variant", DataError,
+                                               "register_output_variant")
+_VARIANTS.register("prob_correct", _prob_correct)
+_VARIANTS.register("is_correct", _is_correct)
+_VARIANTS.register("margin", _margin)
+_VARIANTS.register("softmax_margin", _softmax_margin)
 
 
 def register_output_variant(name: str, function: VariantFunction, *, replace: bool = False
                             ) -> None:
     """Make ``function`` available as output variant ``name`` (in this process). Registering
     another function under a taken name needs ``replace=True``."""
-    if not name or not callable(function):
-        raise DataError(f"register_output_variant({name!r}, ...) needs a non-empty name and a"
-                        f" callable, got {type(function).__name__}.")
-    if _VARIANTS.get(name, function) is not function and not replace:
-        raise DataError(f"output variant {name!r} is already registered; pass replace=True to"
-                        " replace it, or choose another name.")
-    _VARIANTS[name] = function
+    _VARIANTS.register(name, function, replace=replace)
 
 
 def output_variants() -> tuple[str, ...]:
     """The variants known in this process: the built-ins, then registered ones, in order."""
-    return tuple(_VARIANTS)
+    return _VARIANTS.names()
 
 
 def output_variant(
@@ -166,10 +165,6 @@ def output_variant(
     - ``softmax_margin``: ``log p_y - log(1 - p_y)``, computed stably as
       ``z_y - log(exp(lse) - exp(z_y))``.
     """
-    if name not in _VARIANTS:
-        raise DataError(f"unknown output variant {name!r}; choose one of"
-                        f" {', '.join(_VARIANTS)}, or register your own with"
-                        " register_output_variant().")
-    outputs = TargetOutputs(np.asarray(correct_logit), np.asarray(max_other_logit),
-                            np.asarray(logsumexp), np.asarray(predicted))
-    return _VARIANTS[name](outputs)
+    variant = _VARIANTS.get(name)
+    return variant(TargetOutputs(np.asarray(correct_logit), np.asarray(max_other_logit),
+                                 np.asarray(logsumexp), np.asarray(predicted)))

@@ -23,6 +23,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import DataError
+from ..registry import Registry
 from .datamodels import Datamodels, fit_lasso, fit_ridge
 from .difference_in_means import difference_in_means
 
@@ -42,33 +43,23 @@ class Estimator(Protocol):
     def __call__(self, masks: np.ndarray, outputs: np.ndarray, *, seed: int) -> Estimate: ...
 
 
-_REGISTRY: dict[str, Estimator] = {}
+_ESTIMATORS: Registry[Estimator] = Registry("estimation method", DataError, "register_estimator")
 
 
 def register_estimator(name: str, estimator: Estimator, *, replace: bool = False) -> None:
     """Make ``estimator`` available as method ``name`` (in this process). Registering another
     estimator under a taken name needs ``replace=True``."""
-    if not name or not callable(estimator):
-        raise DataError(f"register_estimator({name!r}, ...) needs a non-empty name and a callable"
-                        f" estimator, got {type(estimator).__name__}.")
-    if _REGISTRY.get(name, estimator) is not estimator and not replace:
-        raise DataError(f"estimator {name!r} is already registered; pass replace=True to replace"
-                        " it, or choose another name.")
-    _REGISTRY[name] = estimator
+    _ESTIMATORS.register(name, estimator, replace=replace)
 
 
 def estimator_names() -> tuple[str, ...]:
     """The registered methods: the built-ins, then any added in this process, in order."""
-    return tuple(_REGISTRY)
+    return _ESTIMATORS.names()
 
 
 def get_estimator(name: str) -> Estimator:
     """The estimator registered as ``name``."""
-    if name not in _REGISTRY:
-        raise DataError(f"unknown estimation method {name!r}; choose one of"
-                        f" {', '.join(_REGISTRY)}, or register your own with"
-                        " register_estimator().")
-    return _REGISTRY[name]
+    return _ESTIMATORS.get(name)
 
 
 def _dim(masks: np.ndarray, outputs: np.ndarray, *, seed: int) -> Estimate:

@@ -25,7 +25,6 @@ registered it, so sweeps run on Ray or as array jobs name their objective by imp
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 
 from ..data.transforms import ContrastiveViews
 from ..errors import ConfigError, TrainingError
+from ..registry import Registry
 from .recipe import TrainRecipe
 
 Features = Callable[[torch.Tensor], torch.Tensor]
@@ -107,54 +107,24 @@ class SimCLRObjective:
 ObjectiveFactory = Callable[[TrainRecipe], Objective]
 """``factory(recipe) -> Objective``: builds the objective from the recipe's settings."""
 
-_REGISTRY: dict[str, ObjectiveFactory] = {}
+_OBJECTIVES: Registry[ObjectiveFactory] = Registry("objective", ConfigError, "register_objective",
+                                                 import_paths="factory")
 
 
 def register_objective(name: str, factory: ObjectiveFactory, *, replace: bool = False) -> None:
     """Make ``factory`` available as objective ``name`` (in this process; see module docstring).
-
-    Registering another factory under a taken name needs ``replace=True``, so a typo cannot
-    silently shadow a built-in objective.
-    """
-    if not name or ":" in name:
-        raise ConfigError(f"objective name {name!r} must be non-empty and without ':' (names with"
-                          " ':' are import paths, package.module:factory).")
-    if not callable(factory):
-        raise ConfigError(f"register_objective({name!r}, ...) needs a callable factory, got"
-                          f" {type(factory).__name__}.")
-    if _REGISTRY.get(name, factory) is not factory and not replace:
-        raise ConfigError(f"objective {name!r} is already registered; pass replace=True to"
-                          " replace it, or choose another name.")
-    _REGISTRY[name] = factory
+    Registering another factory under a taken name needs ``replace=True``."""
+    _OBJECTIVES.register(name, factory, replace=replace)
 
 
 def registered_objectives() -> list[str]:
     """Names of the registered objectives (the built-ins and any added in this process)."""
-    return sorted(_REGISTRY)
+    return sorted(_OBJECTIVES.names())
 
 
 def objective_factory(name: str) -> ObjectiveFactory:
     """The factory of objective ``name``: a registered name or ``"package.module:factory"``."""
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    module_name, _, attribute = name.partition(":")
-    if not module_name or not attribute:
-        raise ConfigError(
-            f"unknown objective {name!r}; choose one of {', '.join(registered_objectives())},"
-            " register your own with register_objective(), or give its import path,"
-            " package.module:factory."
-        )
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ConfigError(f"objective {name!r}: cannot import module {module_name!r} ({error});"
-                          " make it importable (install it, or add its folder to PYTHONPATH)."
-                          ) from None
-    factory = getattr(module, attribute, None)
-    if not callable(factory):
-        raise ConfigError(f"objective {name!r}: module {module_name!r} has no function"
-                          f" {attribute!r}.")
-    return factory
+    return _OBJECTIVES.get(name)
 
 
 def recipe_objective(recipe: TrainRecipe) -> Objective:
