@@ -2,11 +2,17 @@
 
 import pytest
 
+from transfer_influence import outputs
+from transfer_influence.estimators import registry as estimators
 from transfer_influence.models import registry
+from transfer_influence.training import objectives
 
 
 @pytest.fixture
 def clean_registry(monkeypatch):
-    """The model registry, restored after the test (for tests that register models)."""
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    """The registries (models, objectives, output variants, estimators), restored after the
+    test (for tests that register their own); returns the model registry."""
+    for named in (registry._MODELS, objectives._OBJECTIVES, outputs._VARIANTS,
+                  estimators._ESTIMATORS):
+        monkeypatch.setattr(named, "entries", dict(named.entries))
     return registry

@@ -15,6 +15,7 @@ from transfer_influence.config import load_config
 from transfer_influence.estimators import estimate_influence
 from transfer_influence.models import registered_models
 from transfer_influence.sweep.runners import run_local
+from transfer_influence.training import registered_objectives
 
 from .sweep.conftest import write_sweep_config
 
@@ -70,11 +71,11 @@ def test_store_tables_list_every_array_and_attribute(tiny_store):
 @pytest.mark.filterwarnings("ignore:.*kept by every model or by none")  # 16 models, 8 units
 def test_extending_page_runs(tmp_path, monkeypatch, clean_registry):
     blocks = python_blocks((DOCS / "extending.md").read_text())
-    assert len(blocks) == 5
+    assert len(blocks) == 8
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "extending"}
     printed = run_blocks(blocks, namespace)
-    assert "residual_mlp" in registered_models()
+    assert "residual_mlp" in registered_models() and "focal" in registered_objectives()
     assert printed.startswith("torch.Size([4, 8])")
     assert namespace["store"].completed().all() and namespace["my_store"].completed().all()
     # the focal-loss models learned the target far better than chance (4 target classes)
@@ -82,3 +83,16 @@ def test_extending_page_runs(tmp_path, monkeypatch, clean_registry):
     # the same data as a torch dataset gives the same sweep
     np.testing.assert_array_equal(namespace["my_store"].read_outputs().correct_logit,
                                   namespace["store"].read_outputs().correct_logit)
+    # the own variant, estimator and runner, checked against what they claim
+    store = namespace["store"]
+    masks, prob = store.read_masks(), store.read_outputs().variant("prob_correct")
+    by_unit = estimate_influence(store, "log_prob_correct").influence
+    assert np.isclose(by_unit[0, 0], np.log(prob[masks[:, 0], 0]).mean()
+                      - np.log(prob[~masks[:, 0], 0]).mean())
+    medians = namespace["medians"]
+    assert medians.method == "medians" and medians.num_models == 16
+    assert np.isclose(medians.influence[2, 5], np.median(prob[masks[:, 2], 5])
+                      - np.median(prob[~masks[:, 2], 5]))
+    assert "(8, 16)" in printed and namespace["finished"].completed().all()
+    np.testing.assert_array_equal(namespace["finished"].read_outputs().correct_logit,
+                                  store.read_outputs().correct_logit)

@@ -7,11 +7,13 @@ The public API, stage by stage (see docs/architecture.md):
   :class:`TransferData` and the suites
 - models: :func:`build_model`, :func:`register_model`, :class:`TransferModel`
 - training: :class:`TrainRecipe`, :func:`pretrain_group`, :func:`transfer_fixed_feature`,
-  :func:`finetune_group`, :class:`SimCLRObjective` (``pretrain.objective = "simclr"``)
+  :func:`finetune_group`, :class:`SimCLRObjective` (``pretrain.objective = "simclr"``),
+  :func:`register_objective`
 - sweeps: :func:`subset_masks`, :class:`SweepStore`, :func:`run_local`, :func:`run_ray`,
   :func:`run_shard`
 - estimators: :func:`difference_in_means`, :func:`estimate_influence`, :class:`InfluenceResult`,
-  :func:`fit_ridge`, :func:`fit_lasso`, :func:`diagnose_store`
+  :func:`fit_ridge`, :func:`fit_lasso`, :func:`diagnose_store`, :func:`register_estimator`
+  (:class:`Estimate`), :func:`register_output_variant`
 - analyses: :func:`run_counterfactual`, :func:`project_labels`, :func:`debug_failures`,
   :func:`find_leakage`
 - pruning: :func:`train_surrogate`, :func:`score_source`, :func:`run_pruning`,
@@ -44,6 +46,7 @@ from .errors import (
     TransferInfluenceError,
 )
 from .estimators import (
+    Estimate,
     InfluenceResult,
     diagnose_store,
     difference_in_means,
@@ -51,6 +54,7 @@ from .estimators import (
     estimate_influence,
     fit_lasso,
     fit_ridge,
+    register_estimator,
 )
 from .influence_functions import (
     CGNotConvergedError,
@@ -63,7 +67,7 @@ from .influence_functions import (
 from .influence_functions.experiment import InfluenceArgs, run_influence_function
 from .influence_functions.validate import validate as validate_influence
 from .models import TransferModel, build_model, register_model
-from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant
+from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant, register_output_variant
 from .pruning import PruningResult, run_pruning, score_source, train_surrogate
 from .report import build_report, write_experiment_report
 from .sweep import SweepPlan, SweepStore, run_local, run_ray, run_shard, subset_masks
@@ -73,6 +77,7 @@ from .training import (
     TrainRecipe,
     finetune_group,
     pretrain_group,
+    register_objective,
     transfer_fixed_feature,
 )
 
@@ -84,6 +89,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DivergenceLog",
+    "Estimate",
     "ExperimentConfig",
     "FixedFeature",
     "InfluenceArgs",
@@ -126,7 +132,10 @@ __all__ = [
     "planted_transfer_problem",
     "pretrain_group",
     "project_labels",
+    "register_estimator",
     "register_model",
+    "register_objective",
+    "register_output_variant",
     "run_counterfactual",
     "run_influence_function",
     "run_local",

@@ -34,6 +34,7 @@ from .analysis import (
 from .config import ExperimentConfig, load_config, parse_config, read_toml
 from .counterfactual import STRATEGIES, CounterfactualResult, run_counterfactual
 from .data.images import LabeledImages
+from .devices import resolve_device
 from .errors import ConfigError, DataError, StoreError, TransferInfluenceError
 from .estimators import InfluenceResult, estimate_influence
 from .estimators.diagnostics import (
@@ -41,9 +42,9 @@ from .estimators.diagnostics import (
     diagnose_store,
     divergence_association_store,
 )
-from .estimators.result import METHODS
+from .estimators.registry import estimator_names
 from .influence_functions.experiment import InfluenceArgs, run_influence_function
-from .outputs import OUTPUT_VARIANTS
+from .outputs import OUTPUT_VARIANTS, output_variants
 from .pruning import PRUNING_METHODS, PruningResult, run_pruning
 from .report import diagnostics_path, saved_diagnostics, write_experiment_report
 from .sweep.plan import SweepPlan
@@ -68,6 +69,8 @@ AddressOpt = Annotated[str | None, typer.Option(help="Ray cluster address (with 
 VariantOpt = Annotated[
     str, typer.Option(help=f"output variant: {', '.join(OUTPUT_VARIANTS)}")
 ]
+DeviceOpt = Annotated[str | None, typer.Option(
+    help="auto, cpu, cuda, cuda:N or mps; where models train (default: the config's device)")]
 MethodOpt = Annotated[
     str, typer.Option(help="dim (difference in means), or ridge / lasso (datamodel weights)")
 ]
@@ -88,8 +91,8 @@ def _friendly_errors(command: F) -> F:
 
 
 def _check_variant(variant: str) -> None:
-    if variant not in OUTPUT_VARIANTS:
-        raise typer.BadParameter(f"{variant!r}; choose one of {', '.join(OUTPUT_VARIANTS)}",
+    if variant not in output_variants():
+        raise typer.BadParameter(f"{variant!r}; choose one of {', '.join(output_variants())}",
                                  param_hint="--variant")
 
 
@@ -100,9 +103,17 @@ def _check_runner(runner: str, address: str | None) -> None:
         raise typer.BadParameter("--address only applies to --runner ray")
 
 
+def _on_device(experiment: ExperimentConfig, device: str | None) -> ExperimentConfig:
+    """``experiment`` with ``--device`` (when given) as its device, checked before any work."""
+    if device is not None:
+        experiment = experiment.model_copy(update={"device": device})
+    resolve_device(experiment.device)
+    return experiment
+
+
 def _check_method(method: str) -> None:
-    if method not in METHODS:
-        raise typer.BadParameter(f"{method!r}; choose one of {', '.join(METHODS)}",
+    if method not in estimator_names():
+        raise typer.BadParameter(f"{method!r}; choose one of {', '.join(estimator_names())}",
                                  param_hint="--method")
 
 
@@ -138,10 +149,11 @@ def run(
     runner: RunnerOpt = "local",
     address: AddressOpt = None,
     quiet: QuietOpt = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Run (or resume) the sweep: pretrain and transfer every missing model."""
     _check_runner(runner, address)
-    experiment = load_config(config)
+    experiment = _on_device(load_config(config), device)
     if runner == "local":
         store = run_local(experiment, quiet=quiet)
     else:
@@ -183,9 +195,10 @@ def worker(
     shard: Annotated[int, typer.Option(help="this worker's shard, 0-based")],
     num_shards: Annotated[int, typer.Option(help="number of shards in the array job")],
     quiet: QuietOpt = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Array-job worker: train the missing models of one shard into the shared store."""
-    store = run_shard(load_config(config), shard, num_shards, quiet=quiet)
+    store = run_shard(_on_device(load_config(config), device), shard, num_shards, quiet=quiet)
     console.print(f"shard {shard}/{num_shards} done; store has {store.num_completed}/"
                   f"{store.num_models} models")
     _exit_if_diverged(store)
@@ -441,6 +454,7 @@ def counterfactual(
     runner: RunnerOpt = "local",
     address: AddressOpt = None,
     quiet: QuietOpt = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Remove source units, retrain over seeds, and compare target accuracy with the baseline.
 
@@ -449,7 +463,7 @@ def counterfactual(
     _check_runner(runner, address)
     strategy, classes = _parse_removal(remove)
     ks = _int_list(k, "--k")
-    experiment = load_config(config)
+    experiment = _on_device(load_config(config), device)
     plan = SweepPlan.from_config(experiment)
     influence = (_influence(experiment, variant, plan.read_store(), method)
                  if strategy in ("bottom", "top") else None)
@@ -507,10 +521,11 @@ def debug(
     runner: RunnerOpt = "local",
     address: AddressOpt = None,
     quiet: QuietOpt = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Failure debugging: retrain without each failure's most harmful source unit."""
     _check_runner(runner, address)
-    experiment = load_config(config)
+    experiment = _on_device(load_config(config), device)
     chosen = None if examples is None else _int_list(examples, "--examples")
     plan = SweepPlan.from_config(experiment)
     failures = debug_failures(plan, _influence(experiment, variant, plan.read_store(), method),
@@ -673,6 +688,7 @@ def prune(
     runner: RunnerOpt = "local",
     address: AddressOpt = None,
     quiet: QuietOpt = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Prune the source by a method's scores at several ratios, retrain, compare accuracy.
 
@@ -685,7 +701,7 @@ def prune(
     except ValueError:
         raise typer.BadParameter(f"{ratios!r}; give comma-separated fractions such as 0.2,0.5",
                                  param_hint="--ratios") from None
-    experiment = load_config(config)
+    experiment = _on_device(load_config(config), device)
     plan = SweepPlan.from_config(experiment)
     influence = None
     if "influence" in methods:
@@ -766,13 +782,14 @@ def quickstart(
     models: Annotated[int | None, typer.Option(help="override the number of models")] = None,
     k: Annotated[int, typer.Option(help="classes per list")] = 3,
     quiet: QuietOpt = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Real-data demo: Fashion-MNIST + MNIST digits as source, scikit-learn digits as target.
 
     Runs (or resumes) the sweep, then prints the most helpful and harmful source classes for
     every target digit.
     """
-    experiment = quickstart_config(store, models)
+    experiment = _on_device(quickstart_config(store, models), device)
     console.print(f"quickstart: {experiment.sweep.num_models} models, store {store}")
     started = time.perf_counter()
     sweep_store = run_local(experiment, quiet=quiet)

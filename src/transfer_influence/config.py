@@ -4,8 +4,9 @@ One :class:`ExperimentConfig` says everything that determines a sweep's results:
 target data, which model, how to pretrain, how to transfer, and how the sweep draws its subsets.
 Its :meth:`~ExperimentConfig.config_hash` stamps the result store, so a store can never be
 resumed or read under a configuration that did not write it. Where results are written
-(``store``), how the work is scheduled (``group_size``) and how many models the sweep trains
-(``num_models``: a sweep grows) do not enter the hash, nor does any setting left at its default.
+(``store``), how the work is scheduled (``group_size``), where it runs (``device``) and how many
+models the sweep trains (``num_models``: a sweep grows) do not enter the hash, nor does any
+setting left at its default.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?|mps)$"
+"""``device`` names (resolved by ``transfer_influence.devices``, which needs torch)."""
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -184,6 +188,14 @@ class ExperimentConfig(_Strict):
 
     ``prune`` configures ``transfer-influence prune``; it does not enter the sweep's hash (it
     changes no sweep model).
+
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``; see
+    ``transfer_influence.devices``) is where every model of the experiment trains and transfers:
+    the sweep's, and those retrained by counterfactuals, failure debugging and pruning (its
+    surrogate included). It is a top-level key, not part of ``[sweep]``, because it applies to
+    all of these, and because it says where work runs rather than what a model is: results
+    agree across devices up to floating-point rounding, so like ``store`` and ``group_size`` it
+    does not enter the hash, and a store may be filled by workers on different devices.
     """
 
     name: str = "experiment"
@@ -193,6 +205,7 @@ class ExperimentConfig(_Strict):
     transfer: TransferConfig = Field(default_factory=TransferConfig)
     sweep: SweepConfig
     prune: PruneConfig = Field(default_factory=PruneConfig)
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
     base_dir: Path = Field(default=Path("."), exclude=True)
 
     def config_hash(self) -> str:
@@ -204,16 +217,17 @@ class ExperimentConfig(_Strict):
           ``(sweep.seed, i)``, so a store can grow to more models (``transfer-influence run``
           extends it) without changing any model already trained. The store location, the
           group size and ``on_divergence`` (scheduling and policy choices, see
-          :class:`SweepConfig`), ``name``, ``prune`` (pruning settings change no
-          sweep model) and, under fixed-feature transfer, the fine-tuning ``transfer.recipe``
-          (used only by ``prune --transfer finetune``) are left out too.
+          :class:`SweepConfig`), the device (results agree across devices to rounding),
+          ``name``, ``prune`` (pruning settings change no sweep model) and, under fixed-feature
+          transfer, the fine-tuning ``transfer.recipe`` (used only by ``prune --transfer
+          finetune``) are left out too.
         - Every setting equal to its default is left out (pydantic ``exclude_defaults``, applied
           at every nesting level; a table left entirely at its defaults vanishes), so adding a new
           option *with a default that reproduces the old behaviour* never changes the hash of
           existing configs. The converse duty: never change an existing default, since stores
           written under the old default would then be read as if made under the new one.
         """
-        payload = self.model_dump(mode="json", exclude={"name", "base_dir", "prune"},
+        payload = self.model_dump(mode="json", exclude={"name", "base_dir", "prune", "device"},
                                   exclude_defaults=True)
         for key in ("num_models", "store", "group_size", "on_divergence"):
             payload["sweep"].pop(key, None)

@@ -4,25 +4,32 @@ The store keeps four numbers per model and target example (see docs/architecture
 format"): the correct-class logit, the largest other logit, the log-sum-exp of all logits and the
 predicted class. Every output variant of Jain et al. (2022) follows exactly from these four
 numbers, so the full logits never need to be kept.
+
+Variants by name: the four built-ins and any added with :func:`register_output_variant`, a
+function ``variant(outputs: TargetOutputs) -> float64 [models, targets]`` of those four numbers.
+A registered name lives in the process that registered it; the command line knows the built-ins.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 
 from .errors import DataError
+from .registry import Registry
 
-OutputVariant = Literal["prob_correct", "is_correct", "margin", "softmax_margin"]
+OutputVariant = str
+"""The name of an output variant: a built-in (:data:`OUTPUT_VARIANTS`) or a registered one."""
 OUTPUT_VARIANTS: tuple[OutputVariant, ...] = (
     "prob_correct",
     "is_correct",
     "margin",
     "softmax_margin",
 )
+"""The built-in variants (:func:`output_variants` adds those registered in this process)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +99,56 @@ class TargetOutputs:
         )
 
 
+VariantFunction = Callable[[TargetOutputs], np.ndarray]
+"""``variant(outputs) -> float64 [models, targets]`` from the four stored numbers."""
+
+
+def _as64(values: np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64)
+
+
+def _prob_correct(o: TargetOutputs) -> np.ndarray:
+    """Softmax probability of the correct class, ``exp(z_y - lse)``."""
+    return np.exp(_as64(o.correct_logit) - _as64(o.logsumexp))
+
+
+def _is_correct(o: TargetOutputs) -> np.ndarray:
+    """1.0 when the correct logit beats every other logit, else 0.0."""
+    return (_as64(o.correct_logit) > _as64(o.max_other_logit)).astype(np.float64)
+
+
+def _margin(o: TargetOutputs) -> np.ndarray:
+    """Raw logit margin ``z_y - max_{j != y} z_j``."""
+    return _as64(o.correct_logit) - _as64(o.max_other_logit)
+
+
+def _softmax_margin(o: TargetOutputs) -> np.ndarray:
+    """``log p_y - log(1 - p_y)``, computed stably from ``z_y - lse``."""
+    log_p = _as64(o.correct_logit) - _as64(o.logsumexp)
+    # log(1 - p) = log1p(-exp(log_p)), clamped so p == 1 in float32 stays finite.
+    return log_p - np.log1p(-np.minimum(np.exp(log_p), 1.0 - 1e-12))
+
+
+_VARIANTS: Registry[VariantFunction] = Registry("output variant", DataError,
+                                               "register_output_variant")
+_VARIANTS.register("prob_correct", _prob_correct)
+_VARIANTS.register("is_correct", _is_correct)
+_VARIANTS.register("margin", _margin)
+_VARIANTS.register("softmax_margin", _softmax_margin)
+
+
+def register_output_variant(name: str, function: VariantFunction, *, replace: bool = False
+                            ) -> None:
+    """Make ``function`` available as output variant ``name`` (in this process). Registering
+    another function under a taken name needs ``replace=True``."""
+    _VARIANTS.register(name, function, replace=replace)
+
+
+def output_variants() -> tuple[str, ...]:
+    """The variants known in this process: the built-ins, then registered ones, in order."""
+    return _VARIANTS.names()
+
+
 def output_variant(
     name: OutputVariant,
     correct_logit: np.ndarray,
@@ -99,7 +156,8 @@ def output_variant(
     logsumexp: np.ndarray,
     predicted: np.ndarray,
 ) -> np.ndarray:
-    """Compute an output variant from the four stored numbers.
+    """Compute output variant ``name`` from the four stored numbers, float64 ``[models,
+    targets]``. The built-ins:
 
     - ``prob_correct``: softmax probability of the correct class, ``exp(z_y - lse)``.
     - ``is_correct``: 1.0 when the correct logit beats every other logit, else 0.0.
@@ -107,16 +165,6 @@ def output_variant(
     - ``softmax_margin``: ``log p_y - log(1 - p_y)``, computed stably as
       ``z_y - log(exp(lse) - exp(z_y))``.
     """
-    correct = np.asarray(correct_logit, dtype=np.float64)
-    if name == "prob_correct":
-        return np.exp(correct - np.asarray(logsumexp, dtype=np.float64))
-    if name == "is_correct":
-        return (correct > np.asarray(max_other_logit, dtype=np.float64)).astype(np.float64)
-    if name == "margin":
-        return correct - np.asarray(max_other_logit, dtype=np.float64)
-    if name == "softmax_margin":
-        log_p = correct - np.asarray(logsumexp, dtype=np.float64)
-        # log(1 - p) = log1p(-exp(log_p)), clamped so p == 1 in float32 stays finite.
-        log_not_p = np.log1p(-np.minimum(np.exp(log_p), 1.0 - 1e-12))
-        return log_p - log_not_p
-    raise DataError(f"unknown output variant {name!r}; choose one of {', '.join(OUTPUT_VARIANTS)}.")
+    variant = _VARIANTS.get(name)
+    return variant(TargetOutputs(np.asarray(correct_logit), np.asarray(max_other_logit),
+                                 np.asarray(logsumexp), np.asarray(predicted)))

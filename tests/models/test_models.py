@@ -64,7 +64,7 @@ def test_replace_head():
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ModelError, match="mlp, resnet18, small_cnn"):
+    with pytest.raises(ModelError, match="mlp, small_cnn, resnet18"):
         build_model("vgg", in_channels=1, image_size=8, num_classes=2)
 
 

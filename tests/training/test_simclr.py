@@ -197,8 +197,10 @@ def test_config_and_recipe_refuse_meaningless_settings(planted):
     assert TrainRecipe.model_validate_json(plain.model_dump_json()) == plain
     with pytest.raises(ConfigError, match="label_smoothing only applies"):
         parse_config({**BASE, "pretrain": {**BASE["pretrain"], "label_smoothing": 0.1}})
-    with pytest.raises(ConfigError, match="objective"):
-        parse_config({**BASE, "pretrain": {**BASE["pretrain"], "objective": "moco"}})
+    moco = parse_config({**BASE, "pretrain": {**BASE["pretrain"], "objective": "moco"}})
+    moco_plan = SweepPlan.from_config(moco)
+    with pytest.raises(ConfigError, match="unknown objective 'moco'"):  # resolved to train
+        moco_plan.train_models(np.ones((1, moco_plan.data.source.num_classes), bool), [0])
     model = build_model("mlp", in_channels=1, image_size=8, num_classes=4, width=4, depth=1)
     with pytest.raises(TrainingError, match="fine-tuning trains on the target labels"):
         finetune_group([model], planted.target_train, planted.target_test, SIMCLR, seeds=[0])

@@ -24,6 +24,7 @@ from .diagnostics import (
 )
 from .difference_in_means import DifferenceInMeans, difference_in_means
 from .influence import estimate_influence
+from .registry import Estimate, Estimator, estimator_names, register_estimator
 from .result import InfluenceResult
 
 __all__ = [
@@ -32,6 +33,8 @@ __all__ = [
     "DiagnosticsSummary",
     "DifferenceInMeans",
     "DivergenceAssociation",
+    "Estimate",
+    "Estimator",
     "InfluenceResult",
     "SweepSource",
     "bootstrap_se",
@@ -42,10 +45,12 @@ __all__ = [
     "divergence_association",
     "divergence_association_store",
     "estimate_influence",
+    "estimator_names",
     "fit_datamodels",
     "fit_lasso",
     "fit_ridge",
     "knockoff_fdr",
     "linear_datamodeling_score",
+    "register_estimator",
     "split_half_agreement",
 ]

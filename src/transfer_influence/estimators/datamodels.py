@@ -672,6 +672,22 @@ def _lasso_refit(
 
 
 # --------------------------------------------------------------------------- from a store
+def completed_models(store: SweepStore, variant: OutputVariant
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every completed model of ``store``, in index order: sweep indices int64 ``[models]``,
+    masks bool ``[models, units]`` and the output ``variant`` float64 ``[models, targets]``."""
+    indices, masks, outputs = [], [], []
+    for chunk in store.iter_completed_chunks():
+        indices.append(chunk.indices)
+        masks.append(chunk.masks)
+        outputs.append(chunk.outputs.variant(variant))
+    if not indices:
+        raise StoreError(
+            f"no completed models in {store.path}; run (or resume) the sweep before estimating."
+        )
+    return np.concatenate(indices), np.concatenate(masks), np.concatenate(outputs)
+
+
 def fit_datamodels(
     store: SweepStore,
     variant: OutputVariant = "prob_correct",
@@ -701,17 +717,7 @@ def fit_datamodels(
         raise DataError(
             f"unknown datamodel method {method!r}; choose one of {', '.join(DATAMODEL_METHODS)}."
         )
-    indices, masks, outputs = [], [], []
-    for chunk in store.iter_completed_chunks():
-        indices.append(chunk.indices)
-        masks.append(chunk.masks)
-        outputs.append(chunk.outputs.variant(variant))
-    if not indices:
-        raise StoreError(
-            f"no completed models in {store.path}; run (or resume) the sweep before fitting"
-            " datamodels."
-        )
-    model_indices = np.concatenate(indices)
+    model_indices, masks_all, outputs_all = completed_models(store, variant)
     rows = None
     if heldout is not None:
         wanted = np.asarray(heldout, dtype=np.int64).reshape(-1)
@@ -722,8 +728,6 @@ def fit_datamodels(
                 f" {store.path}; hold out completed models only."
             )
         rows = np.searchsorted(model_indices, wanted)  # chunks come in increasing index order
-    masks_all, outputs_all = np.concatenate(masks), np.concatenate(outputs)
-    del masks, outputs
     fit = fit_ridge if method == "ridge" else fit_lasso
     grid = {} if regularization is None else {
         ("lambdas" if method == "ridge" else "alphas"): regularization}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DataError, StoreError
+from ..errors import StoreError
 from ..outputs import OutputVariant
 from ..sweep.store import SweepStore
-from .datamodels import fit_datamodels
+from .datamodels import completed_models
 from .difference_in_means import DEFAULT_CHUNK_MODELS, DifferenceInMeans
-from .result import METHODS, InfluenceResult
+from .registry import get_estimator
+from .result import InfluenceResult
 
 
 def estimate_influence(
@@ -29,13 +30,13 @@ def estimate_influence(
     completed are ignored, and so are diverged ones; the result records how many models it used
     (``num_models``) and how many diverged models it excluded (``num_diverged``).
 
-    ``method="ridge"`` or ``"lasso"`` returns linear datamodel weights instead
-    (:func:`~transfer_influence.estimators.datamodels.fit_datamodels`, held-out models chosen
-    with ``seed``; it holds all completed models in memory), with their held-out LDS.
+    Any other ``method`` is an estimator by name (``ridge`` or ``lasso``: linear datamodel
+    weights, held-out models chosen with ``seed``, with their held-out LDS; or one registered
+    with :func:`~transfer_influence.estimators.registry.register_estimator`), given all completed
+    models' masks and outputs at once (in memory). ``dim`` is the registered estimator
+    ``difference_in_means`` computed in streamed blocks: the same numbers in bounded memory.
     """
-    if method not in METHODS:
-        raise DataError(f"unknown estimation method {method!r}; choose one of"
-                        f" {', '.join(METHODS)}.")
+    estimator = get_estimator(method)
     if method == "dim":
         accumulator = DifferenceInMeans()
         for chunk in store.iter_completed_chunks(chunk_models):
@@ -48,18 +49,15 @@ def estimate_influence(
             variant=variant, num_models=accumulator.num_models,
             counts_with=accumulator.counts_with, counts_without=accumulator.counts_without,
             num_diverged=int(store.diverged().sum()))
-    masks = store.read_masks()  # the counts need only the masks; datamodels read the outputs
-    if masks.shape[0] == 0:
-        raise _no_models(store)
+    _, masks, outputs = completed_models(store, variant)
+    estimate = estimator(masks, outputs, seed=seed)
     counts_with = masks.sum(axis=0).astype(np.int64)
-    datamodels = fit_datamodels(store, variant, method, seed=seed)  # type: ignore[arg-type]
-    lds = None if np.isnan(datamodels.lds) else float(datamodels.lds)
     return InfluenceResult(
-        influence=datamodels.weights, unit_names=store.unit_names,
+        influence=estimate.influence, unit_names=store.unit_names,
         target_labels=store.target_labels, target_class_names=store.target_class_names,
         variant=variant, num_models=masks.shape[0], counts_with=counts_with,
-        counts_without=masks.shape[0] - counts_with, method=method, heldout_lds=lds,
-        num_diverged=int(store.diverged().sum()))
+        counts_without=masks.shape[0] - counts_with, method=method,
+        heldout_lds=estimate.heldout_lds, num_diverged=int(store.diverged().sum()))
 
 
 def _no_models(store: SweepStore) -> StoreError:

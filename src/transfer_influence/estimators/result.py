@@ -15,12 +15,11 @@ import numpy as np
 
 from ..atomic import atomic_open
 from ..errors import DataError, StoreError
-from ..outputs import OUTPUT_VARIANTS, OutputVariant
+from ..outputs import OutputVariant, output_variants
+from .registry import estimator_names
 
 _METADATA_FIELDS = ("unit_names", "target_class_names", "variant", "num_models", "method",
                     "heldout_lds", "num_diverged")
-METHODS = ("dim", "ridge", "lasso")
-"""How a result was estimated: difference in means, or ridge / LASSO datamodel weights."""
 
 
 @dataclass(frozen=True, eq=False)  # arrays make field-wise == ambiguous
@@ -29,10 +28,12 @@ class InfluenceResult:
 
     ``influence`` is float ``[units, targets]``; ``target_labels`` int ``[targets]`` indexes
     ``target_class_names``; ``counts_with`` / ``counts_without`` ``[units]`` say how many models
-    kept / dropped each unit (units with a zero count have NaN influence). ``method`` is
-    ``dim`` (difference in means) or ``ridge`` / ``lasso`` (linear datamodel weights, whose
-    held-out linear datamodeling score is ``heldout_lds``). ``num_diverged`` diverged models of
-    the sweep were excluded: the estimate uses only the ``num_models`` completed ones.
+    kept / dropped each unit (units with a zero count have NaN influence). ``method`` is the
+    estimator's name (``estimators.registry``): ``dim`` (difference in means), ``ridge`` /
+    ``lasso`` (linear datamodel weights, whose held-out linear datamodeling score is
+    ``heldout_lds``) or one registered in this process; ``variant`` likewise.
+    ``num_diverged`` diverged models of the sweep were excluded: the estimate uses only the
+    ``num_models`` completed ones.
     """
 
     influence: np.ndarray
@@ -71,13 +72,13 @@ class InfluenceResult:
                 f"target_labels must lie in [0, {len(self.target_class_names)}) to index"
                 f" target_class_names; got range [{labels.min()}, {labels.max()}]."
             )
-        if self.method not in METHODS:
+        if self.method not in estimator_names():
             raise DataError(f"unknown estimation method {self.method!r}; choose one of"
-                            f" {', '.join(METHODS)}.")
-        if self.variant not in OUTPUT_VARIANTS:
+                            f" {', '.join(estimator_names())} (register your own first).")
+        if self.variant not in output_variants():
             raise DataError(
                 f"unknown output variant {self.variant!r}; choose one of"
-                f" {', '.join(OUTPUT_VARIANTS)}."
+                f" {', '.join(output_variants())} (register your own first)."
             )
 
     def overall(self) -> np.ndarray:

@@ -16,7 +16,6 @@ importable: installed, or its folder on ``PYTHONPATH``).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
@@ -24,12 +23,14 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from ..errors import ModelError
+from ..registry import Registry
 from .base import TransferModel
 
 ModelBuilder = Callable[..., TransferModel]
 """``builder(in_channels, image_size, num_classes, **options) -> TransferModel``."""
 
-_REGISTRY: dict[str, ModelBuilder] = {}
+_MODELS: Registry[ModelBuilder] = Registry("model", ModelError, "register_model",
+                                        import_paths="builder")
 
 
 def register_model(name: str, builder: ModelBuilder, *, replace: bool = False) -> None:
@@ -38,51 +39,17 @@ def register_model(name: str, builder: ModelBuilder, *, replace: bool = False) -
     Registering another builder under a taken name needs ``replace=True``, so a typo cannot
     silently shadow a built-in model.
     """
-    if not name or ":" in name:
-        raise ModelError(f"model name {name!r} must be non-empty and without ':' (names with ':'"
-                         " are import paths, package.module:builder).")
-    if not callable(builder):
-        raise ModelError(f"register_model({name!r}, ...) needs a callable builder, got"
-                         f" {type(builder).__name__}.")
-    if _REGISTRY.get(name, builder) is not builder and not replace:
-        raise ModelError(f"model {name!r} is already registered; pass replace=True to replace it,"
-                         " or choose another name.")
-    _REGISTRY[name] = builder
+    _MODELS.register(name, builder, replace=replace)
 
 
 def registered_models() -> list[str]:
     """Names of the registered models (the built-ins and any added in this process), sorted."""
-    return sorted(_REGISTRY)
-
-
-def _import_builder(path: str) -> ModelBuilder:
-    """The builder at import path ``"package.module:attribute"``."""
-    module_name, _, attribute = path.partition(":")
-    if not module_name or not attribute:
-        raise ModelError(f"model {path!r}: an import path reads package.module:builder.")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise ModelError(
-            f"model {path!r}: cannot import module {module_name!r} ({error}); make it importable"
-            " (install it, or add its folder to PYTHONPATH)."
-        ) from None
-    builder = getattr(module, attribute, None)
-    if not callable(builder):
-        raise ModelError(f"model {path!r}: module {module_name!r} has no function {attribute!r}.")
-    return builder
+    return sorted(_MODELS.names())
 
 
 def model_builder(name: str) -> ModelBuilder:
     """The builder of model ``name``: a registered name or an import path."""
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    if ":" in name:
-        return _import_builder(name)
-    raise ModelError(
-        f"unknown model {name!r}; choose one of {', '.join(registered_models())}, register your"
-        " own with register_model(), or give its import path, package.module:builder."
-    )
+    return _MODELS.get(name)
 
 
 def _signature(builder: ModelBuilder) -> inspect.Signature:

@@ -22,6 +22,7 @@ import torch
 
 from ..atomic import atomic_open
 from ..config import ModelConfig, SurrogateConfig
+from ..devices import resolve_device
 from ..errors import ConfigError, StoreError
 from ..models import build_model
 from ..models.base import TransferModel
@@ -105,8 +106,10 @@ def train_surrogate(plan: SweepPlan, *, quiet: bool = True) -> Surrogate:
     start = time.perf_counter()
     (model,) = pretrain_group(model_config.name, plan.data.source, everything, unit="class",
                               seeds=[seed], recipe=recipe, model_options=model_config.options,
+                              device=resolve_device(plan.config.device),
                               progress=not quiet and sys.stderr.isatty())
     seconds = time.perf_counter() - start
+    model.cpu()  # trained on the config's device, scored on the CPU
     with atomic_open(path, "wb") as file:
         torch.save({"state_dict": model.state_dict(), "train_seconds": seconds}, file)
     model.eval()

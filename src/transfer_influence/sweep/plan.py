@@ -17,6 +17,7 @@ from ..data.build import build_transfer_data
 from ..data.convert import ImageDataset, as_labeled_images
 from ..data.images import LabeledImages
 from ..data.suites import TransferData
+from ..devices import resolve_device
 from ..errors import ConfigError, StoreError
 from ..outputs import TargetOutputs
 from ..training import (
@@ -184,11 +185,13 @@ class SweepPlan:
         Without ``divergence`` a diverged model raises :class:`TrainingError`; with a log of
         ``G`` models it is recorded there (steps count on from pretraining into fine-tuning),
         is not transferred, and its output rows are NaN (``predicted`` -1).
+        Models train and transfer on ``config.device``.
         """
         config = self.config
+        device = resolve_device(config.device)
         models = pretrain_group(config.model.name, self.data.source, masks,
                                 unit=config.sweep.unit, seeds=seeds, recipe=config.pretrain,
-                                model_options=config.model.options, divergence=divergence,
+                                model_options=config.model.options, divergence=divergence, device=device,
                                 schedule_examples=len(self.data.source) if equal_steps else None)
         kept = np.arange(len(models)) if divergence is None else np.flatnonzero(
             ~divergence.diverged)
@@ -199,12 +202,13 @@ class SweepPlan:
         if transfer.mode == "fixed_feature":
             transferred = transfer_fixed_feature(
                 [models[g] for g in kept], self.data.target_train, self.data.target_test,
-                l2=transfer.l2, normalization=config.pretrain.normalization)
+                l2=transfer.l2, normalization=config.pretrain.normalization, device=device)
         else:
             tuning = None if divergence is None else DivergenceLog.empty(kept.size)
             transferred = finetune_group([models[g] for g in kept], self.data.target_train,
                                          self.data.target_test, recipe=transfer.recipe,
-                                         seeds=[seeds[g] for g in kept], divergence=tuning)
+                                         seeds=[seeds[g] for g in kept], divergence=tuning,
+                                         device=device)
             if tuning is not None:
                 sizes = ([len(self.data.source)] * kept.size if equal_steps else
                          [len(s) for s in subset_indices(self.data.source, masks[kept],

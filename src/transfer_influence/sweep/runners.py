@@ -9,6 +9,10 @@ All three skip completed and diverged models, so rerunning after a kill resumes 
 stopped (a diverged model is final, never retried); and
 because a model's subset and seed depend only on ``(sweep seed, model index)``, the finished store
 is the same whichever runner, shard count or interruption produced it.
+
+A runner of your own (:class:`Runner`) is built from the same pieces: ``SweepPlan.from_config``,
+``plan.open_store()``, :func:`pending_work`, ``plan.train_group(indices)`` and
+``store.write_models(indices, masks, outputs)`` (see docs/extending.md).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -29,6 +34,17 @@ from .plan import SweepPlan
 from .store import SweepStore
 
 logger = logging.getLogger(__name__)
+
+
+class Runner(Protocol):
+    """``runner(config, *, quiet) -> SweepStore``: train the sweep's missing models (or some of
+    them) into its store and return the store. :func:`run_local` and :func:`run_ray` are
+    runners, and so is ``functools.partial(run_shard, shard=i, num_shards=n)``. The contract:
+    write only whole groups of ``plan.groups()`` (models of a group train together), each model
+    as ``plan.train_group`` trains it, and skip completed models, so that every runner leaves
+    the same store."""
+
+    def __call__(self, config: ExperimentConfig, *, quiet: bool = ...) -> SweepStore: ...
 
 
 def pending_work(plan: SweepPlan, store: SweepStore, *, shard: int = 0, num_shards: int = 1
@@ -116,11 +132,13 @@ _WORKER_PLANS: dict[str, SweepPlan] = {}
 
 
 def worker_plan(config: ExperimentConfig) -> SweepPlan:
-    """The experiment's plan, built once per worker process (loading data is the slow part)."""
+    """The experiment's plan; its data is loaded once per worker process (the slow part) and
+    cached by config hash, while the plan carries this call's config, so its store and device
+    (which the hash leaves out) are never those of an earlier task's config."""
     key = config.config_hash()
     if key not in _WORKER_PLANS:
         _WORKER_PLANS[key] = SweepPlan.from_config(config)
-    return _WORKER_PLANS[key]
+    return SweepPlan(config, _WORKER_PLANS[key].data)
 
 
 def _ray_train_group(config: ExperimentConfig, indices: np.ndarray) -> int:

@@ -3,11 +3,15 @@
 from .linear_heads import fit_linear_heads
 from .objectives import (
     Objective,
+    ObjectiveFactory,
     SimCLRObjective,
     cross_entropy_objective,
     nt_xent,
+    objective_factory,
     objective_views,
     recipe_objective,
+    register_objective,
+    registered_objectives,
 )
 from .recipe import Normalization, ObjectiveName, Schedule, TrainRecipe
 from .trainer import (
@@ -34,6 +38,7 @@ __all__ = [
     "DivergenceLog",
     "Normalization",
     "Objective",
+    "ObjectiveFactory",
     "ObjectiveName",
     "Observer",
     "Schedule",
@@ -49,11 +54,14 @@ __all__ = [
     "fit_models",
     "model_generator",
     "nt_xent",
+    "objective_factory",
     "objective_views",
     "predict_logits",
     "pretrain_group",
     "random_layers",
     "recipe_objective",
+    "register_objective",
+    "registered_objectives",
     "subset_indices",
     "train_group",
     "transfer_fixed_feature",

@@ -14,6 +14,13 @@ A **two-view objective** (:class:`SimCLRObjective`) carries a ``views`` attribut
 every example from the model's own generator, after the recipe's augmentation and outside
 ``vmap``, and passes ``x`` as ``[B, 2, C, H, W]``; the objective itself stays pure. So the views,
 like everything else, are a function of the model's seed.
+
+Objectives by name: ``recipe.objective`` (``pretrain.objective`` in the TOML) names an *objective
+factory*, ``factory(recipe) -> Objective``, that reads the recipe's own settings. The built-ins,
+``cross_entropy`` (``recipe.label_smoothing``) and ``simclr`` (``recipe.temperature``), are
+registered with :func:`register_objective` like a user's; any other factory is given by import
+path, ``"package.module:factory"``. As for models, a registered name lives in the process that
+registered it, so sweeps run on Ray or as array jobs name their objective by import path.
 """
 
 from __future__ import annotations
@@ -26,7 +33,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data.transforms import ContrastiveViews
-from ..errors import TrainingError
+from ..errors import ConfigError, TrainingError
+from ..registry import Registry
 from .recipe import TrainRecipe
 
 Features = Callable[[torch.Tensor], torch.Tensor]
@@ -96,14 +104,43 @@ class SimCLRObjective:
         return nt_xent(head(features(x.flatten(0, 1))).view(batch, 2, -1), self.temperature)
 
 
+ObjectiveFactory = Callable[[TrainRecipe], Objective]
+"""``factory(recipe) -> Objective``: builds the objective from the recipe's settings."""
+
+_OBJECTIVES: Registry[ObjectiveFactory] = Registry("objective", ConfigError, "register_objective",
+                                                 import_paths="factory")
+
+
+def register_objective(name: str, factory: ObjectiveFactory, *, replace: bool = False) -> None:
+    """Make ``factory`` available as objective ``name`` (in this process; see module docstring).
+    Registering another factory under a taken name needs ``replace=True``."""
+    _OBJECTIVES.register(name, factory, replace=replace)
+
+
+def registered_objectives() -> list[str]:
+    """Names of the registered objectives (the built-ins and any added in this process)."""
+    return sorted(_OBJECTIVES.names())
+
+
+def objective_factory(name: str) -> ObjectiveFactory:
+    """The factory of objective ``name``: a registered name or ``"package.module:factory"``."""
+    return _OBJECTIVES.get(name)
+
+
 def recipe_objective(recipe: TrainRecipe) -> Objective:
-    """The objective a recipe names: ``recipe.objective = "cross_entropy"`` (with
-    ``recipe.label_smoothing``) or ``"simclr"`` (with ``recipe.temperature``)."""
-    if recipe.objective == "simclr":
-        return SimCLRObjective(recipe.temperature)
-    return cross_entropy_objective(recipe.label_smoothing)
+    """The objective ``recipe.objective`` names, built from the recipe by its factory."""
+    objective = objective_factory(recipe.objective)(recipe)
+    if not callable(objective):
+        raise ConfigError(f"objective {recipe.objective!r}: its factory returned"
+                          f" {type(objective).__name__!r}, not a function"
+                          " objective(features, head, x, y) -> loss.")
+    return objective
 
 
 def objective_views(objective: Objective) -> ContrastiveViews | None:
     """The view augmentation of a two-view objective, None for single-view objectives."""
     return getattr(objective, "views", None)
+
+
+register_objective("cross_entropy", lambda recipe: cross_entropy_objective(recipe.label_smoothing))
+register_objective("simclr", lambda recipe: SimCLRObjective(recipe.temperature))

@@ -12,7 +12,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Schedule = Literal["cosine", "triangular", "constant"]
-ObjectiveName = Literal["cross_entropy", "simclr"]
+ObjectiveName = str
+"""A registered objective (built-in: ``cross_entropy``, ``simclr``) or ``package.module:factory``
+(see ``training.objectives``); resolved when training starts, like model names."""
 
 
 class Normalization(BaseModel):
@@ -45,9 +47,10 @@ class TrainRecipe(BaseModel):
     ``i = 0 .. k-1``, so no step is wasted at learning rate 0; ``constant`` stays at ``lr``.
     Epochs count passes over each model's *own* subset, so step counts follow subset sizes.
 
-    ``objective`` is the loss: ``cross_entropy`` on the labels (the default), or ``simclr``,
+    ``objective`` is the loss: ``cross_entropy`` on the labels (the default), ``simclr``,
     self-supervised contrastive learning that ignores the labels (NT-Xent at ``temperature``
-    between two augmented views of every example; see ``training.objectives``).
+    between two augmented views of every example), or one of your own, registered with
+    ``register_objective`` or given as ``package.module:factory`` (see ``training.objectives``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -63,8 +66,9 @@ class TrainRecipe(BaseModel):
     crop_padding: int = Field(0, ge=0, description="random crop after zero padding; 0 = off")
     hflip: bool = False
     normalization: Normalization | None = None
-    objective: ObjectiveName = "cross_entropy"
-    temperature: float = Field(0.5, gt=0, description="NT-Xent temperature (simclr only)")
+    objective: ObjectiveName = Field("cross_entropy", min_length=1)
+    temperature: float = Field(0.5, gt=0, description="contrastive temperature (not for"
+                               " cross_entropy)")
 
     @model_validator(mode="after")
     def _check(self) -> TrainRecipe:
@@ -74,9 +78,9 @@ class TrainRecipe(BaseModel):
                 " shorten the warm-up or train longer."
             )
         default_temperature = type(self).model_fields["temperature"].default
-        if self.objective != "simclr" and self.temperature != default_temperature:
-            raise ValueError("temperature only applies to objective = 'simclr'; remove it or set"
-                             " objective = 'simclr'.")
+        if self.objective == "cross_entropy" and self.temperature != default_temperature:
+            raise ValueError("temperature only applies to contrastive objectives such as 'simclr';"
+                             " remove it or set the objective.")
         if self.objective == "simclr" and self.label_smoothing:
             raise ValueError("label_smoothing only applies to objective = 'cross_entropy' (simclr"
                              " uses no labels); remove it.")

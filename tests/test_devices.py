@@ -1,0 +1,109 @@
+"""Devices: names resolved (auto's order, unavailable devices refused with what to use), kept out
+of the config hash, passed to pretraining and transfer, chosen on the command line; on a CUDA
+machine, CUDA and CPU give the same outputs to tolerance."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import transfer_influence.sweep.plan as plan_module
+from transfer_influence.cli import app
+from transfer_influence.config import load_config, parse_config
+from transfer_influence.devices import resolve_device
+from transfer_influence.errors import ConfigError
+from transfer_influence.sweep.plan import SweepPlan
+
+from .sweep.conftest import write_sweep_config
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """A machine without CUDA or mps, whatever this one has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch, no_gpu):
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ConfigError, match="'cuda:2' is not available: PyTorch sees 2 CUDA"):
+        resolve_device("cuda:2")
+
+
+def test_unavailable_or_unknown_devices_are_refused(no_gpu):
+    assert resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="'cuda' is not available.*use device = 'auto' or 'cpu'"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="'mps' is not available"):
+        resolve_device("mps")
+    with pytest.raises(ConfigError, match="'gpu' is not one of auto, cpu, cuda, cuda:N or mps"):
+        resolve_device("gpu")
+
+
+RAW = {"data": {"suite": "planted", "options": {"n_per_class": 16, "target_test_per_class": 6}},
+       "model": {"name": "mlp", "options": {"width": 8, "depth": 1}},
+       "pretrain": {"epochs": 1, "lr": 0.05, "batch_size": 16}, "sweep": {"num_models": 2}}
+
+
+def test_device_is_validated_but_not_hashed():
+    base = parse_config(RAW).config_hash()
+    for device in ("cpu", "cuda", "cuda:1", "mps", "auto"):
+        assert parse_config({**RAW, "device": device}).config_hash() == base
+    with pytest.raises(ConfigError, match="device"):
+        parse_config({**RAW, "device": "gpu"})
+
+
+def test_train_models_trains_and_transfers_on_the_config_device(monkeypatch, no_gpu):
+    seen = []
+    for name in ("pretrain_group", "transfer_fixed_feature", "finetune_group"):
+        real = getattr(plan_module, name)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            seen.append((_name, kwargs["device"]))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(plan_module, name, spy)
+    finetune = {"mode": "finetune", "recipe": {"epochs": 1, "lr": 0.05, "batch_size": 8}}
+    plan = SweepPlan.from_config(parse_config({**RAW, "device": "cpu", "transfer": finetune}))
+    masks = np.ones((1, plan.data.source.num_classes), bool)
+    plan.train_models(masks, [0])
+    plan.variant(transfer_mode="fixed_feature").train_models(masks, [0])
+    assert seen == [("pretrain_group", torch.device("cpu")), ("finetune_group", torch.device("cpu")),
+                    ("pretrain_group", torch.device("cpu")),
+                    ("transfer_fixed_feature", torch.device("cpu"))]
+    on_gpu = SweepPlan(parse_config({**RAW, "device": "cuda"}), plan.data)
+    with pytest.raises(ConfigError, match="'cuda' is not available"):
+        on_gpu.train_models(masks, [0])
+
+
+def test_cli_device_option(tmp_path: Path, no_gpu):
+    config = write_sweep_config(tmp_path, num_models=4)
+    result = CliRunner().invoke(app, ["run", str(config), "--quiet", "--device", "cuda:0"])
+    assert result.exit_code == 1 and "'cuda:0' is not available" in result.output
+    assert not (tmp_path / "sweep.zarr").exists()  # refused before any work
+    result = CliRunner().invoke(app, ["run", str(config), "--quiet", "--device", "cpu"])
+    assert result.exit_code == 0 and "4/4 models complete" in result.output, result.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("transfer", ["fixed_feature", "finetune"])
+def test_cuda_and_cpu_give_the_same_outputs(tmp_path: Path, transfer):
+    config = load_config(write_sweep_config(tmp_path, num_models=4))
+    config = config.model_copy(update={"transfer": config.transfer.model_copy(update={
+        "mode": transfer, "recipe": config.pretrain if transfer == "finetune" else None})})
+    on_cpu = SweepPlan.from_config(config.model_copy(update={"device": "cpu"}))
+    on_cuda = SweepPlan(config.model_copy(update={"device": "cuda"}), on_cpu.data)
+    masks = on_cpu.masks(np.arange(4))
+    cpu, cuda = on_cpu.train_models(masks, [1, 2, 3, 4]), on_cuda.train_models(masks, [1, 2, 3, 4])
+    for name in ("correct_logit", "max_other_logit", "logsumexp"):
+        np.testing.assert_allclose(getattr(cuda, name), getattr(cpu, name), rtol=1e-3, atol=1e-3)
+    assert (cuda.predicted == cpu.predicted).mean() > 0.95  # near-ties may flip
