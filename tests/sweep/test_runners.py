@@ -1,8 +1,11 @@
 """Runners: resume after SIGKILL, and every runner, shard count or interruption writes the same
 store."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +144,47 @@ def test_ray_runner_writes_the_same_store(tmp_path: Path, tiny_config: Path):
     finally:
         ray.shutdown()
     assert_same_store(store, reference)
+
+
+def ray_task_pids(task: str) -> list[int]:
+    """Processes whose title Ray has set to ``ray::<task>``: workers running that task now."""
+    pids = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().startswith(f"ray::{task}".encode()):
+                pids.append(int(cmdline.parent.name))
+        except OSError:  # the process ended meanwhile
+            continue
+    return pids
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds Ray workers through /proc")
+def test_ray_run_survives_a_worker_killed_mid_group(tmp_path: Path):
+    """A Ray worker SIGKILLed while it trains a group: Ray reruns the task, the run finishes and
+    the store equals an uninterrupted local run."""
+    pytest.importorskip("ray")
+
+    def config(store: str) -> Path:
+        return write_sweep_config(tmp_path, store=store, num_models=24, group_size=4, epochs=4)
+
+    process = subprocess.Popen([*CLI, "run", str(config("ray.zarr")), "--runner", "ray",
+                                "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (busy := ray_task_pids("_ray_train_group")) and time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read()
+            time.sleep(0.05)
+        assert busy, "no Ray worker started training"
+        os.kill(busy[0], signal.SIGKILL)
+        out, err = process.communicate(timeout=300)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0 and "24/24 models complete" in out, err
+    reference = run_local(load_config(config("reference.zarr")), quiet=True)
+    assert_same_store(SweepStore.open(tmp_path / "ray.zarr"), reference)
 
 
 @pytest.mark.slow
