@@ -73,6 +73,8 @@ def test_slurm_array_script_runs_a_sweep_shard_by_shard(tmp_path):
         ["transfer-influence", "status"], ["transfer-influence", "estimate"]]
     example = usage[0].split()[2]
     assert all(line.split()[2] == example for line in usage) and (EXAMPLES.parent / example).exists()
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    assert all(line in readme for line in usage), "README's Scaling out shows the same commands"
 
     config = write_sweep_config(tmp_path, num_models=16, group_size=2, epochs=1)
     shim = tmp_path / "bin"  # records the arguments the script passes to transfer-influence
