@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -74,12 +75,21 @@ def test_four_concurrent_array_job_workers_write_the_same_store(tmp_path: Path,
     assert_same_store(SweepStore.open(tmp_path / "sharded.zarr"), reference)
 
 
+def killable_config(folder: Path, store: str) -> Path:
+    """24 models in 6 groups of 4 and 4 epochs: slow enough to kill a worker inside a group."""
+    return write_sweep_config(folder, store=store, num_models=24, group_size=4, epochs=4)
+
+
+def start_ray_run(config: Path, **pipes) -> subprocess.Popen:
+    """`run --runner ray` in its own session (its process group holds the local cluster)."""
+    return subprocess.Popen([*CLI, "run", str(config), "--runner", "ray", "--quiet"], text=True,
+                            start_new_session=True, **pipes)
+
+
 def test_array_job_worker_killed_mid_group_then_rerun(tmp_path: Path):
     """A worker SIGKILLed while training a group of its shard, then rerun (with the other
     shard), leaves the store an uninterrupted single-process run writes, bit for bit."""
-    def config(store: str) -> Path:
-        return write_sweep_config(tmp_path, store=store, num_models=24, group_size=4, epochs=4)
-
+    config = partial(killable_config, tmp_path)
     init_store(load_config(config("killed.zarr")))
     process = subprocess.Popen([*CLI, "worker", str(config("killed.zarr")), "--shard", "0",
                                 "--num-shards", "2", "--quiet"],
@@ -165,12 +175,8 @@ def test_ray_run_survives_a_worker_killed_mid_group(tmp_path: Path):
     the store equals an uninterrupted local run."""
     pytest.importorskip("ray")
 
-    def config(store: str) -> Path:
-        return write_sweep_config(tmp_path, store=store, num_models=24, group_size=4, epochs=4)
-
-    process = subprocess.Popen([*CLI, "run", str(config("ray.zarr")), "--runner", "ray",
-                                "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+    config = partial(killable_config, tmp_path)
+    process = start_ray_run(config("ray.zarr"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 240
         while not (busy := ray_task_pids("_ray_train_group")) and time.monotonic() < deadline:
@@ -193,12 +199,8 @@ def test_ray_run_killed_mid_group_then_rerun(tmp_path: Path):
     being trained, then rerun, leaves the store an uninterrupted local run writes."""
     pytest.importorskip("ray")
 
-    def config(store: str) -> Path:
-        return write_sweep_config(tmp_path, store=store, num_models=24, group_size=4, epochs=4)
-
-    process = subprocess.Popen([*CLI, "run", str(config("ray.zarr")), "--runner", "ray",
-                                "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+    config = partial(killable_config, tmp_path)
+    process = start_ray_run(config("ray.zarr"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     killed = kill_when_completed(process, tmp_path / "ray.zarr", 4, group=True, timeout=240)
     assert 0 < killed.num_completed < 24
     rerun = subprocess.run([*CLI, "run", str(config("ray.zarr")), "--runner", "ray", "--quiet"],
