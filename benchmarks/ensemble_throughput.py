@@ -10,6 +10,34 @@ float32 matmul peak measured in the same run.
 
 Ends by printing one JSON line with ``models_per_hour_single``, ``models_per_hour_group``,
 ``speedup``, ``gflops`` (group) and ``gflops_peak``.
+
+Small CNNs (``--model small_cnn --width 16 --batch-size 64 --group-size 8``): the group trainer
+trains them one at a time (``loop``), so ``speedup`` is about 1.0. Options for training a group
+together were measured on one step of 8 models (28x28x1, 20 classes, SGD), one thread, candidates
+interleaved in one process, 7-9 repetitions of 10 steps each, on this 2-core machine while other
+jobs ran (load average 5-7); median ms per step of all 8 models, three runs:
+
+=====================================================  ========  ========  ========
+candidate                                              run 1     run 2     run 3
+=====================================================  ========  ========  ========
+plain loop, NCHW (today)                               230       367       262
+loop, channels-last (model and input)                  196       177       189
+grouped convolution (8 models' channels, groups=8)     303       288       --
+grouped convolution, channels-last                     --        195       200
+``torch.func.vmap`` of ``grad`` over stacked params     499       500       --
+grouped convolution under ``torch.compile``            --        540       --
+=====================================================  ========  ========  ========
+
+Grouped convolution trains the same models (largest weight difference from the loop after 3
+steps: 3e-8) but is never faster than the loop in the same memory format: oneDNN runs a grouped
+convolution as one small convolution per group, so the convolution backward costs as much as in
+the loop. ``vmap`` is about 2x slower and ``torch.compile`` (works offline; 85 s to compile) does
+not help. The one gain is the memory format: ``torch.profiler`` of the NCHW loop puts 33% of the
+time in ``max_pool2d_with_indices`` (7.7 ms per call), against 10% (1.8 ms) in channels-last,
+where 45% is ``convolution_backward`` and 20% the forward convolution. Channels-last measured
+1.17x, 2.07x and 1.38x the NCHW loop (per repetition 1.0-1.95x): below a clear 1.3x on this loaded
+machine, and it changes results at float tolerance, so stores would no longer be bit-identical
+across versions. The trainer therefore still trains CNNs one at a time in NCHW.
 """
 
 from __future__ import annotations

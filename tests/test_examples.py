@@ -1,14 +1,23 @@
 """The examples in examples/ run: a model defined outside the package (examples/my_models.py),
-named by import path in examples/my_model.toml."""
+named by import path in examples/my_model.toml, and the Slurm array script
+examples/slurm_array.sh."""
 
+import os
+import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import transfer_influence as ti
-from transfer_influence.config import read_toml
+from transfer_influence.cli import app
+from transfer_influence.config import load_config, read_toml
+
+from .sweep.conftest import assert_same_store, write_sweep_config
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -48,3 +57,58 @@ def test_my_model_example_runs_a_reproducible_sweep(tmp_path, examples_importabl
     a, b = store.read_outputs(), again.read_outputs()
     np.testing.assert_array_equal(a.correct_logit, b.correct_logit)
     np.testing.assert_array_equal(a.predicted, b.predicted)
+
+
+def test_slurm_array_script_runs_a_sweep_shard_by_shard(tmp_path):
+    """examples/slurm_array.sh as a user runs it, with the array executed locally: its usage
+    lines (`init`, `sbatch`, `status`, `estimate`) and the worker command the script itself
+    builds for each task of ``#SBATCH --array`` are valid CLI calls that complete the sweep."""
+    script = EXAMPLES / "slurm_array.sh"
+    text = script.read_text()
+    array = re.search(r"^#SBATCH --array=(\d+)-(\d+)$", text, re.MULTILINE)
+    first, last = int(array[1]), int(array[2])
+    usage = re.findall(r"^#   ((?:transfer-influence|sbatch) .+)$", text, re.MULTILINE)
+    assert [line.split()[:2] for line in usage] == [
+        ["transfer-influence", "init"], ["sbatch", "examples/slurm_array.sh"],
+        ["transfer-influence", "status"], ["transfer-influence", "estimate"]]
+    example = usage[0].split()[2]
+    assert all(line.split()[2] == example for line in usage) and (EXAMPLES.parent / example).exists()
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    assert all(line in readme for line in usage), "README's Scaling out shows the same commands"
+
+    config = write_sweep_config(tmp_path, num_models=16, group_size=2, epochs=1)
+    shim = tmp_path / "bin"  # records the arguments the script passes to transfer-influence
+    shim.mkdir()
+    (shim / "transfer-influence").write_text('#!/bin/sh\nprintf "%s\\n" "$@" > "$RECORD"\n')
+    (shim / "transfer-influence").chmod(0o755)
+    env = dict(os.environ, PATH=f"{shim}{os.pathsep}{os.environ['PATH']}",
+               RECORD=str(tmp_path / "argv"), SLURM_ARRAY_TASK_COUNT=str(last - first + 1))
+    outputs = []
+    for line in usage:
+        program, *args = shlex.split(line.replace(example, str(config)))
+        if program == "sbatch":  # the array, one task after another
+            for task in range(first, last + 1):
+                subprocess.run(["bash", *args], cwd=EXAMPLES.parent, check=True,
+                               env=env | {"SLURM_ARRAY_TASK_ID": str(task)})
+                argv = (tmp_path / "argv").read_text().splitlines()
+                assert argv[:4] == ["worker", str(config), "--shard", str(task)]
+                outputs.append(invoke_cli(argv))
+        else:
+            outputs.append(invoke_cli(args))
+    assert "0/16 models" in outputs[0] and "16/16 models complete" in outputs[-2]
+    assert "from 16 of 16 models" in outputs[-1]
+    assert_same_store(ti.SweepStore.open(tmp_path / "sweep.zarr"), ti.run_local(
+        load_config(write_sweep_config(tmp_path, store="reference.zarr", num_models=16,
+                                       group_size=2, epochs=1)), quiet=True))
+
+    outside_array = subprocess.run(["bash", str(script), str(config)], capture_output=True,
+                                   text=True, check=False, env={k: v for k, v in env.items()
+                                                   if not k.startswith("SLURM_")})
+    assert outside_array.returncode != 0 and "sbatch --array" in outside_array.stderr
+
+
+def invoke_cli(args: list[str]) -> str:
+    """Run the CLI in this process with ``args``; return its output, failing on an error."""
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, f"transfer-influence {' '.join(args)}:\n{result.output}"
+    return result.output

@@ -1,13 +1,23 @@
-"""A tiny planted sweep shared by the runner and CLI tests."""
+"""A tiny planted sweep shared by the runner and CLI tests, and helpers to compare stores and to
+kill a sweep process part-way."""
 
 import dataclasses
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from transfer_influence.errors import StoreError
 from transfer_influence.sweep.plan import SweepPlan
+from transfer_influence.sweep.store import SweepStore
 from transfer_influence.training import trainer
+
+OUTPUT_FIELDS = ("correct_logit", "max_other_logit", "logsumexp", "predicted")
 
 TINY_SWEEP = """
 name = "tiny"
@@ -86,3 +96,37 @@ def plant_divergence(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(SweepPlan, "from_config", classmethod(from_config))
     overflow_saturated_inputs(monkeypatch)
+
+
+def assert_same_store(a: SweepStore, b: SweepStore) -> None:
+    """Both stores are complete and hold bit-identical masks and outputs."""
+    assert a.completed().all() and b.completed().all()
+    np.testing.assert_array_equal(a.read_masks(), b.read_masks())
+    out_a, out_b = a.read_outputs(), b.read_outputs()
+    for field in OUTPUT_FIELDS:
+        np.testing.assert_array_equal(getattr(out_a, field), getattr(out_b, field), err_msg=field)
+
+
+def kill_when_completed(process: subprocess.Popen, store_path: Path, at_least: int, *,
+                        group: bool = False, timeout: float = 120) -> SweepStore:
+    """SIGKILL ``process`` (its whole process group if ``group``) once the store at
+    ``store_path`` has ``at_least`` completed models; returns the store as the kill left it.
+    Fails if the process ended before it could be killed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        if (store_path / "zarr.json").exists():
+            try:
+                done = SweepStore.open(store_path, read_only=True).num_completed
+            except (StoreError, ValueError, OSError):  # the store is still being created
+                done = 0
+            if done >= at_least:
+                break
+        time.sleep(0.02)
+    stderr = "" if process.stderr is None or process.poll() is None else process.stderr.read()
+    assert process.poll() is None, f"the sweep ended before it could be killed: {stderr}"
+    if group:
+        os.killpg(process.pid, signal.SIGKILL)
+    else:
+        process.send_signal(signal.SIGKILL)
+    process.wait()
+    return SweepStore.open(store_path, read_only=True)
