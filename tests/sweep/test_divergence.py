@@ -164,6 +164,13 @@ def test_store_without_divergence_record_reads_as_none_diverged(tiny_config: Pat
     assert not old.diverged().any() and old.missing().size == 0
     with pytest.raises(StoreError, match="start a new store"):
         old.write_diverged([0], np.zeros((1, old.num_units), bool), [1], [np.nan])
+    config = load_config(tiny_config)
+    grown = config.model_copy(update={"sweep": config.sweep.model_copy(
+        update={"num_models": config.sweep.num_models + 1})})
+    resumed = SweepPlan.from_config(grown).open_store()  # resuming (and growing) adds the record
+    new = resumed.num_models - 1
+    resumed.write_diverged([new], np.zeros((1, resumed.num_units), bool), [1], [np.nan])
+    assert np.flatnonzero(SweepStore.open(store.path).diverged()).tolist() == [new]
 
 
 def test_divergence_in_fine_tuning_counts_steps_on_from_pretraining(tmp_path: Path):

@@ -300,8 +300,18 @@ class SweepStore:
                     " the data or code changed since it was written. Use a new store path or"
                     " delete the old store."
                 )
+        store.add_divergence_record()
         store.grow(num_models)
         return store
+
+    def add_divergence_record(self) -> None:
+        """Give a store written before diverged models were recorded its empty record (steps
+        and losses first, the flags last), so that resuming it can record them. Done where a
+        sweep is resumed (:meth:`open_or_create`), before any concurrent writer starts."""
+        for name, (dtype, fill) in _DIVERGED_FIELDS.items():
+            if name not in self._diverged:
+                self._diverged[name] = self._group.create_array(
+                    name, shape=(self.num_models,), chunks=(1,), dtype=dtype, fill_value=fill)
 
     def grow(self, num_models: int) -> None:
         """Extend the store to ``num_models`` models; the new ones are missing until written.
@@ -491,8 +501,9 @@ class SweepStore:
         losses = np.asarray(last_losses, dtype=np.float64).reshape(-1)
         if len(self._diverged) != len(_DIVERGED_FIELDS):
             raise StoreError(
-                f"{self.path} was created before diverged models could be recorded; finish it"
-                " with sweep.on_divergence = \"stop\" or start a new store."
+                f"{self.path} was created before diverged models could be recorded; resume it"
+                " with `transfer-influence run` (which adds the record), finish it with"
+                " sweep.on_divergence = \"stop\", or start a new store."
             )
         if (np.unique(idx).size != idx.size or steps.shape != idx.shape
                 or losses.shape != idx.shape or (idx.size and (idx.min() < 0
