@@ -17,7 +17,7 @@ to a temporary folder so nothing is reused):
   ``FAISS_RESTARTS`` random starts; faiss only if ``faiss-cpu`` is installed, else its key is
   null), with its quality: the mean squared distance of every point to its nearest centroid
   (``kmeans_inertia_*``, lower is better). Feature mapping uses the fastest at equal quality:
-  scikit-learn's ``KMeans`` (measured numbers in ``pruning/scores.py: kmeans_centroids``).
+  scikit-learn's ``KMeans`` (measured numbers in ``pruning/scores.py: fit_kmeans``).
 
 Usage: ``python benchmarks/pruning_cost.py [--quick]``. ``--quick`` runs fewer k-means iterations
 and a smaller group of sweep models. The last line printed is one JSON object.
@@ -35,10 +35,11 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.cluster import KMeans, MiniBatchKMeans
+from sklearn.metrics import pairwise_distances_argmin
 
 from transfer_influence.config import load_config
 from transfer_influence.data import load_dataset
-from transfer_influence.pruning import nearest_centroid, score_source, train_surrogate
+from transfer_influence.pruning import score_source, train_surrogate
 from transfer_influence.pruning.scores import KMEANS_ITERATIONS
 
 FAISS_RESTARTS = 3  # random starts, best kept: one start can merge two true clusters
@@ -112,7 +113,7 @@ def main() -> None:
     kmeans = {}
     for name, fit in kmeans_implementations(args.clusters, iterations, 0).items():
         seconds, centroids = timed(lambda fit=fit: fit(features))
-        nearest = nearest_centroid(features, centroids)
+        nearest = pairwise_distances_argmin(features, centroids)
         inertia = float(((features - centroids[nearest]) ** 2).sum(axis=1).mean())
         kmeans[name] = (seconds, inertia)
 

@@ -17,6 +17,7 @@ from .experiment import (
     correct_per_seed,
     mean_interval,
     paired_seeds,
+    ranking_scores,
     run_counterfactual,
     target_selection,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "paired_seeds",
     "random_arms",
     "ranked_arms",
+    "ranking_scores",
     "retrain",
     "retrain_seed",
     "run_counterfactual",

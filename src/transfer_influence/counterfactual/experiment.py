@@ -152,6 +152,18 @@ def _summarise(arm: Arm, correct: np.ndarray, baseline: np.ndarray, names: Seque
                      correct.tolist(), *paired_accuracy(correct, baseline))
 
 
+def ranking_scores(plan: SweepPlan, influence: InfluenceResult,
+                   target_class: str | None = None) -> np.ndarray:
+    """``[units]``: the influence of each of ``plan``'s units, overall or on ``target_class``,
+    to rank units by; refused unless ``influence`` was estimated over the plan's units."""
+    if list(influence.unit_names) != list(plan.unit_names):
+        raise ConfigError("the influence result's units differ from this experiment's;"
+                          " re-estimate it from this experiment's sweep.")
+    if target_class is None:
+        return influence.overall()
+    return influence.per_class()[:, influence.target_class_names.index(target_class)]
+
+
 def build_arms(plan: SweepPlan, strategy: Strategy, ks: Sequence[int], seeds: int, *,
                scores: np.ndarray | None = None, classes: Sequence[str] = ()) -> list[Arm]:
     """The arms of ``strategy`` (see :mod:`.arms`); ``scores`` ``[units]`` rank units for
@@ -196,13 +208,7 @@ def run_counterfactual(
     ``runner`` / ``address``: where the models train (see :func:`.retrain.retrain`).
     """
     selection = target_selection(plan, target_class)
-    scores = None
-    if influence is not None:
-        if list(influence.unit_names) != list(plan.unit_names):
-            raise ConfigError("the influence result's units differ from this experiment's;"
-                              " re-estimate it from this experiment's sweep.")
-        scores = (influence.overall() if target_class is None else
-                  influence.per_class()[:, influence.target_class_names.index(target_class)])
+    scores = None if influence is None else ranking_scores(plan, influence, target_class)
     arms = build_arms(plan, strategy, ks, seeds, scores=scores, classes=classes)
     base = baseline_arm(check_seeds(seeds))
     stores = retrain(plan, [base, *arms], equal_steps=equal_steps, quiet=quiet, runner=runner,

@@ -23,7 +23,6 @@ from .scores import (
     feature_mapping_scores,
     label_mapping_scores,
     multi_target_scores,
-    nearest_centroid,
     score_source,
 )
 from .surrogate import Surrogate, train_surrogate
@@ -49,7 +48,6 @@ __all__ = [
     "label_mapping_scores",
     "moderate_scores",
     "multi_target_scores",
-    "nearest_centroid",
     "pruned_units",
     "pruning_order",
     "run_pruning",

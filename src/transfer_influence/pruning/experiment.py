@@ -188,17 +188,16 @@ def _ratio_rows(plan: SweepPlan, transfer: str, scores: MethodScores, ratios: Se
     level_plan = plan.variant(unit="class" if scores.level == "class" else "example",
                               transfer_mode=transfer)
     stores = retrain(level_plan, arms, **retraining)
-    labels = plan.data.source.labels
+    source = plan.data.source
     rows = []
     for ratio, arm, store in zip(ratios, arms, stores):
         kept = arm.masks(len(level_plan.unit_names))
-        kept_examples = (kept.sum(axis=1) if scores.level != "class" else
-                         np.array([np.isin(labels, np.flatnonzero(m)).sum() for m in kept]))
+        kept_examples = kept.sum(axis=1) if scores.level != "class" else kept @ source.class_counts()
         pruned = (len(arm.removed[0]) if scores.level != "cluster" else
                   int(np.unique(scores.members[list(arm.removed[0])]).size))
         seeds = paired_seeds([reference, store])
         rows.append(RatioRow(
-            transfer, scores.method, ratio, pruned, float(kept_examples.mean() / len(labels)),
+            transfer, scores.method, ratio, pruned, float(kept_examples.mean() / len(source)),
             Accuracy.of(correct_per_seed(store, seeds).mean(axis=1),
                         correct_per_seed(reference, seeds).mean(axis=1)),
             arm.seeds - int(seeds.size)))

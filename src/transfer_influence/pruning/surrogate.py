@@ -44,7 +44,7 @@ class Surrogate:
     def labelled(self) -> bool:
         """Whether the surrogate learned the source labels (its head maps onto source classes);
         a self-supervised surrogate has features but no meaningful head."""
-        return getattr(self.recipe, "objective", "cross_entropy") != "simclr"
+        return self.recipe.objective != "simclr"
 
 
 def surrogate_spec(plan: SweepPlan) -> tuple[ModelConfig, TrainRecipe, int]:

@@ -274,7 +274,8 @@ class _Page:
                    is not None]
         ratio = f"{max(winning):g}" if winning else min(by_ratio, key=float)
         pruned = by_ratio[ratio]
-        kept = [name for name in self.inputs.source.class_names if name not in set(pruned)]
+        pruned_set = set(pruned)
+        kept = [name for name in self.inputs.source.class_names if name not in pruned_set]
         shown, what = (pruned, "pruned") if len(pruned) <= len(kept) else (kept, "kept")
         return {"method": method, "ratio": ratio, "what": what, "pruned": len(pruned),
                 "kept": len(kept), "more": max(0, len(shown) - PRUNED_CLASSES_SHOWN),
