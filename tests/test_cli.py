@@ -147,6 +147,16 @@ def test_datamodel_estimates_through_the_cli(tmp_path: Path):
     assert result.exit_code == 0 and "ridge" in json.loads(result.output)["variant"]
     result = invoke("top", config, "--method", "ols")
     assert result.exit_code != 0 and "choose one of dim, ridge, lasso" in result.output
+    # --device: where ridge datamodels are fitted; an unavailable device is refused before work
+    saved = tmp_path / "sweep.zarr.datamodel-ridge-prob_correct.npz"
+    before = saved.stat().st_mtime_ns
+    for command in ("estimate", "diagnose", "top", "project", "leakage", "report"):
+        result = invoke(command, config, "--device", "cuda:99", "--overwrite"
+                        ) if command == "estimate" else invoke(command, config, "--device", "cuda:99")
+        assert result.exit_code == 1 and "'cuda:99' is not available" in result.output, command
+    assert saved.stat().st_mtime_ns == before
+    result = invoke("estimate", config, "--method", "ridge", "--device", "cpu", "--overwrite")
+    assert result.exit_code == 0, result.output
 
 
 def test_diagnose_says_pure_noise_needs_more_models(tmp_path: Path):

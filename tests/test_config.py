@@ -1,13 +1,16 @@
 """Experiment configs: validation messages name the bad key; the hash covers what matters."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import transfer_influence
 from transfer_influence.config import ExperimentConfig, load_config, parse_config
 from transfer_influence.errors import ConfigError
+from transfer_influence.recipe import TrainRecipe
 from transfer_influence.sweep.plan import SweepPlan
-from transfer_influence.training.recipe import TrainRecipe
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 BASE = {
@@ -135,3 +138,26 @@ def test_many_class_example_has_262_units():
     config = load_config(EXAMPLES / "many_class.toml")
     plan = SweepPlan.from_config(config)
     assert len(plan.unit_names) == 262 and plan.data.target_test.num_classes == 10
+
+
+def test_loading_a_config_needs_neither_torch_nor_numpy():
+    """The config layer (config.py, recipe.py, errors.py) sits below every stage: with torch and
+    numpy made unimportable, and the package's __init__ (which re-exports the stages) bypassed,
+    an example config still loads and hashes."""
+    package = Path(transfer_influence.__file__).parent
+    script = f"""
+import sys, types
+sys.modules["torch"] = None
+sys.modules["numpy"] = None
+stub = types.ModuleType("transfer_influence")
+stub.__path__ = [{str(package)!r}]
+sys.modules["transfer_influence"] = stub
+from transfer_influence.config import load_config
+config = load_config({str(EXAMPLES / "fashion_digits.toml")!r})
+print(config.pretrain.objective, config.config_hash())
+"""
+    done = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    expected = load_config(EXAMPLES / "fashion_digits.toml")
+    assert done.stdout.split() == [expected.pretrain.objective, expected.config_hash()]

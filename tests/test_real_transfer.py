@@ -24,8 +24,8 @@ from transfer_influence.config import parse_config
 from transfer_influence.data.suites import fashion_digits_suite
 from transfer_influence.models import build_model
 from transfer_influence.models.base import reset_parameters
+from transfer_influence.recipe import Normalization, TrainRecipe
 from transfer_influence.training import pretrain_group, transfer_fixed_feature
-from transfer_influence.training.recipe import Normalization, TrainRecipe
 
 CHANCE = 0.1
 MIN_ACCURACY = 0.6          # pretrained on the full source: measured 0.76-0.83 (chance 0.1)

@@ -70,7 +70,8 @@ VariantOpt = Annotated[
     str, typer.Option(help=f"output variant: {', '.join(OUTPUT_VARIANTS)}")
 ]
 DeviceOpt = Annotated[str | None, typer.Option(
-    help="auto, cpu, cuda, cuda:N or mps; where models train (default: the config's device)")]
+    help="auto, cpu, cuda, cuda:N or mps; where models train and --method ridge datamodels are"
+         " fitted (dim and lasso run on the CPU; default: the config's device)")]
 MethodOpt = Annotated[
     str, typer.Option(help="dim (difference in means), or ridge / lasso (datamodel weights)")
 ]
@@ -139,7 +140,8 @@ def _influence(config: ExperimentConfig, variant: str, store: SweepStore | None 
         result = InfluenceResult.load(saved)
         if result.num_models == store.num_completed:
             return result
-    return estimate_influence(store, variant, method=method)  # type: ignore[arg-type]
+    return estimate_influence(store, variant, method=method,  # type: ignore[arg-type]
+                              device=config.device)
 
 
 @app.command()
@@ -211,17 +213,19 @@ def estimate(
     variant: VariantOpt = "prob_correct",
     method: MethodOpt = "dim",
     overwrite: Annotated[bool, typer.Option(help="replace an existing result")] = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Influence of every source unit on every target example (difference in means, or linear
     datamodel weights with their held-out score)."""
     _check_variant(variant)
     _check_method(method)
-    experiment = load_config(config)
+    experiment = _on_device(load_config(config), device)
     store = _read_store(experiment)
     path = _result_path(experiment, variant, method)
     if path.exists() and not overwrite:  # before the work, not after
         raise StoreError(f"{path} already exists; pass --overwrite to replace it.")
-    result = estimate_influence(store, variant, method=method)  # type: ignore[arg-type]
+    result = estimate_influence(store, variant, method=method,  # type: ignore[arg-type]
+                                device=experiment.device)
     result.save(path, overwrite=overwrite)
     units, targets = result.influence.shape
     what = "influence" if method == "dim" else f"{method} datamodel weights"
@@ -244,6 +248,7 @@ def diagnose(
     side: Annotated[str, typer.Option(help="helpful, harmful or abs")] = "helpful",
     replicates: Annotated[int, typer.Option(help="bootstrap replicates")] = 100,
     seed: Annotated[int, typer.Option(help="seeds the split, bootstrap and knockoffs")] = 0,
+    device: DeviceOpt = None,
 ) -> None:
     """How far to trust the influence ranking, and whether to train more models: split-half
     agreement, bootstrap standard errors and their convergence, knockoff FDR of the top-k, and
@@ -251,13 +256,13 @@ def diagnose(
     _check_variant(variant)
     if side not in ("helpful", "harmful", "abs"):
         raise typer.BadParameter(f"{side!r}; choose helpful, harmful or abs", param_hint="--side")
-    experiment = load_config(config)
+    experiment = _on_device(load_config(config), device)
     store = _read_store(experiment)
     diagnostics = diagnose_store(store, variant, k=k, side=side,  # type: ignore[arg-type]
                                  replicates=replicates, seed=seed)
     try:
         lds = estimate_influence(store, variant, method="ridge",  # type: ignore[arg-type]
-                                 seed=seed).heldout_lds
+                                 seed=seed, device=experiment.device).heldout_lds
     except DataError as error:  # too few models to hold some out
         lds = None
         console.print(f"(no held-out datamodel score: {error})")
@@ -339,9 +344,10 @@ def top(
     variant: VariantOpt = "prob_correct",
     method: MethodOpt = "dim",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    device: DeviceOpt = None,
 ) -> None:
     """The k most helpful and most harmful source units, overall or for a target class."""
-    experiment = load_config(config)
+    experiment = _on_device(load_config(config), device)
     result = _influence(experiment, variant, method=method)
     classes = result.target_class_names if per_class else [target_class]
     se = saved_diagnostics(experiment, result)
@@ -488,9 +494,10 @@ def project(
     variant: VariantOpt = "prob_correct",
     method: MethodOpt = "dim",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Label projection: the source units most positively influencing target examples."""
-    experiment = load_config(config)
+    experiment = _on_device(load_config(config), device)
     result = _influence(experiment, variant, method=method)
     chosen = default_examples(result) if examples is None else _int_list(examples, "--examples")
     projections = project_labels(result, chosen, k=k,
@@ -559,11 +566,12 @@ def leakage(
              " already classified confidently, unlike prob_correct")] = "margin",
     method: MethodOpt = "dim",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    device: DeviceOpt = None,
 ) -> None:
     """Candidate leaks (extreme positive influence) and misleading source examples (extreme
     negative influence) per target example; needs an example-level sweep."""
     _check_variant(variant)
-    experiment = load_config(config)
+    experiment = _on_device(load_config(config), device)
     if experiment.sweep.unit != "example":
         raise ConfigError("leakage needs source examples as units: set unit = 'example' in the"
                           " [sweep] table and run that sweep.")
@@ -602,9 +610,10 @@ def report(
         help="HTML file to write; default: <store>.report.html beside the store")] = None,
     variant: VariantOpt = "prob_correct",
     method: MethodOpt = "dim",
+    device: DeviceOpt = None,
 ) -> None:
     """Write one self-contained HTML report of everything computed so far."""
-    plan = SweepPlan.from_config(load_config(config))
+    plan = SweepPlan.from_config(_on_device(load_config(config), device))
     store = plan.read_store()
     path = write_experiment_report(plan, store, _influence(plan.config, variant, store, method),
                                    output,

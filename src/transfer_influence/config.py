@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .recipe import TrainRecipe
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:[0-9]+)?|mps)$"
 """``device`` names (resolved by ``transfer_influence.devices``, which needs torch)."""
@@ -28,7 +29,6 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
-from .training.recipe import TrainRecipe
 
 
 class _Strict(BaseModel):

@@ -43,3 +43,38 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device {name!r} is not available: PyTorch's mps backend is not"
                           " available on this machine; use device = 'auto' or 'cpu'.")
     return device
+
+
+def supports_float64(device: str | torch.device) -> bool:
+    """Whether float64 tensors can live on ``device``: everywhere except Apple's ``mps``, whose
+    backend has no float64. Callers that compute in float64 decide per device what to do there
+    (see :func:`precise_dtype` and :func:`float64_device`)."""
+    return torch.device(device).type != "mps"
+
+
+def precise_dtype(device: str | torch.device) -> torch.dtype:
+    """The dtype of precision-sensitive work on ``device``: float64, or float32 on ``mps``.
+
+    Used where float32 is accurate enough once documented: ridge datamodels on a torch device
+    (``estimators.datamodels.fit_ridge``: float32 weights agree with the float64 fit to about
+    1e-4 relative, as measured on the CPU in ``tests/estimators/test_datamodels_device.py``) and
+    sums of squared per-example gradients."""
+    return torch.float64 if supports_float64(device) else torch.float32
+
+
+def float64_device(device: str | torch.device) -> torch.device:
+    """Where float64 work for models on ``device`` runs: ``device`` itself, or the CPU for
+    ``mps``. Used where float32 would change results beyond a documented tolerance: the
+    fixed-feature linear heads (``training.linear_heads``) are solved to a max-abs gradient of
+    1e-6, which float32 cannot reach, so on ``mps`` their features move to the CPU."""
+    device = torch.device(device)
+    return device if supports_float64(device) else torch.device("cpu")
+
+
+def datamodel_device(name: str) -> torch.device | None:
+    """The torch device on which a config's ``device`` fits ridge datamodels, or None for the
+    CPU, where they are fitted with NumPy/SciPy (the exact results of a CPU run; torch's CPU
+    linear algebra agrees to rounding and is reachable from Python with
+    ``fit_ridge(..., device="cpu")``, see ``benchmarks/datamodel_fitting.py``)."""
+    device = resolve_device(name)
+    return None if device.type == "cpu" else device

@@ -9,9 +9,9 @@ from transfer_influence.data import planted_transfer_problem
 from transfer_influence.data.images import LabeledImages
 from transfer_influence.errors import DataError
 from transfer_influence.estimators import difference_in_means
+from transfer_influence.recipe import TrainRecipe
 from transfer_influence.sweep.masks import subset_masks
 from transfer_influence.training import pretrain_group, transfer_fixed_feature
-from transfer_influence.training.recipe import TrainRecipe
 
 MODELS = 1024
 K = 5

@@ -30,8 +30,8 @@ def store(tmp_path):
 def test_own_estimator_sees_the_completed_models_and_names_the_result(store, clean_registry):
     seen = {}
 
-    def recorder(masks, outputs, *, seed):
-        seen.update(masks=masks, outputs=outputs, seed=seed)
+    def recorder(masks, outputs, *, seed, device):
+        seen.update(masks=masks, outputs=outputs, seed=seed, device=device)
         return Estimate(masks.T @ outputs, heldout_lds=0.25)  # any [units, targets] matrix
 
     register_estimator("recorder", recorder)
@@ -40,6 +40,7 @@ def test_own_estimator_sees_the_completed_models_and_names_the_result(store, cle
     np.testing.assert_array_equal(seen["masks"], store.read_masks())  # completed models only
     np.testing.assert_array_equal(seen["outputs"], store.read_outputs().variant("margin"))
     assert seen["seed"] == 7 and seen["masks"].shape == (23, 6)
+    assert seen["device"] is None  # the default device, the CPU: NumPy
     np.testing.assert_array_equal(result.influence, seen["masks"].T @ seen["outputs"])
     assert (result.method, result.heldout_lds, result.num_models) == ("recorder", 0.25, 23)
     np.testing.assert_array_equal(result.counts_with, seen["masks"].sum(0))
@@ -50,7 +51,7 @@ def test_registered_dim_equals_the_streamed_estimate(store):
 
     streamed = estimate_influence(store, "prob_correct", chunk_models=4)
     whole = get_estimator("dim")(store.read_masks(), store.read_outputs().variant("prob_correct"),
-                                 seed=0)
+                                 seed=0, device=None)
     np.testing.assert_allclose(whole.influence, streamed.influence, rtol=1e-5, atol=1e-7)
 
 
@@ -66,7 +67,7 @@ def test_own_output_variant(store, clean_registry):
 
 def test_duplicates_and_unknown_names_are_refused(store, clean_registry):
     with pytest.raises(DataError, match="'dim' is already registered; pass replace=True"):
-        register_estimator("dim", lambda masks, outputs, *, seed: Estimate(masks.T @ outputs))
+        register_estimator("dim", lambda masks, outputs, *, seed, device: Estimate(masks.T @ outputs))
     with pytest.raises(DataError, match="'margin' is already registered"):
         register_output_variant("margin", lambda o: o.correct_logit)
     with pytest.raises(DataError, match="unknown output variant 'logit'.*register_output_variant"):

@@ -46,14 +46,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import warnings
-from collections.abc import Iterator
-from typing import Literal, NamedTuple
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 import scipy.stats
+import torch
 
+from ..devices import precise_dtype
 from ..errors import DataError, StoreError
 from ..outputs import OutputVariant
 from ..sweep.store import SweepStore
@@ -296,25 +298,70 @@ class _RidgeSVD:
     works whether units < models (class-level) or units > models (example-level), and
     directions with ``s = 0`` (e.g. the all-ones direction when every mask keeps the same number
     of units) correctly get zero weight.
+
+    With ``device`` None the arrays are NumPy and the SVD is SciPy's ``gesdd``; with a torch
+    ``device`` they are tensors there, in :func:`~transfer_influence.devices.precise_dtype`
+    (float64, float32 on ``mps``), and the SVD is ``torch.linalg.svd``. The same products follow
+    either way; results come back as float64 NumPy arrays.
     """
 
-    def __init__(self, masks: np.ndarray, outputs: np.ndarray, rows: np.ndarray | None = None
-                 ) -> None:
-        x, y, self.x_mean, self.y_mean = _centred(masks, outputs, rows)
-        u, self.s, self.vt = scipy.linalg.svd(x, full_matrices=False, overwrite_a=True,
-                                              check_finite=False, lapack_driver="gesdd")
+    def __init__(self, masks: np.ndarray, outputs: np.ndarray, rows: np.ndarray | None = None,
+                 device: torch.device | None = None) -> None:
+        x, y, x_mean, y_mean = _centred(masks, outputs, rows)
+        if device is None:
+            self._einsum: Callable[..., Any] = np.einsum
+            self._dtype: Any = np.float64
+            self._device = None
+            u, self.s, self.vt = scipy.linalg.svd(x, full_matrices=False, overwrite_a=True,
+                                                  check_finite=False, lapack_driver="gesdd")
+            self.x_mean, self.y_mean = x_mean, y_mean
+        else:
+            self._einsum, self._dtype, self._device = torch.einsum, precise_dtype(device), device
+            x, y, self.x_mean, self.y_mean = (self._put(a) for a in (x, y, x_mean, y_mean))
+            u, self.s, self.vt = torch.linalg.svd(x, full_matrices=False)
         del x
         self.a = u.T @ y  # [r, targets]
 
-    def shrinkage(self, lambdas: np.ndarray) -> np.ndarray:
+    def _put(self, array: np.ndarray) -> Any:
+        """``array`` as this solver's float array (NumPy, or a tensor on its device)."""
+        if self._device is None:
+            return np.asarray(array, dtype=np.float64)
+        return torch.as_tensor(array, dtype=self._dtype, device=self._device)
+
+    @staticmethod
+    def _numpy(array: Any) -> np.ndarray:
+        """A float64 NumPy copy of a solver array (NumPy arrays are returned as they are)."""
+        if isinstance(array, np.ndarray):
+            return array
+        return array.cpu().numpy().astype(np.float64)
+
+    def singular_values(self) -> np.ndarray:
+        """The ``r`` singular values, float64 NumPy."""
+        return self._numpy(self.s)
+
+    def shrinkage(self, lambdas: np.ndarray) -> Any:
         """``s / (s^2 + lambda)`` as ``[r, len(lambdas)]`` (one column per target or grid value)."""
         s = self.s[:, None]
-        return s / (s * s + lambdas[None, :])
+        return s / (s * s + self._put(lambdas)[None, :])
+
+    def selection_errors(self, masks: np.ndarray, outputs: np.ndarray, grid: np.ndarray
+                         ) -> np.ndarray:
+        """Squared errors float64 ``[grid, targets]`` of the fit at every ``grid`` lambda on
+        models with bool ``masks`` and ``outputs``: the prediction at grid value ``k`` is
+        ``y_mean + P diag(shrinkage[:, k]) A`` with ``P = (masks - x_mean) V``."""
+        projected = (self._put(masks) - self.x_mean) @ self.vt.T  # [models, r]
+        residual_offset = self.y_mean - self._put(outputs)  # [models, targets]
+        errors = np.empty((grid.size, outputs.shape[1]))
+        for k, shrink in enumerate(self.shrinkage(grid).T):
+            residual = projected @ (shrink[:, None] * self.a)
+            residual += residual_offset
+            errors[k] = self._numpy(self._einsum("mt,mt->t", residual, residual))
+        return errors
 
     def weights(self, lambdas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(weights [units, targets], bias [targets])`` with ``lambdas`` ``[targets]``."""
         weights = self.vt.T @ (self.shrinkage(lambdas) * self.a)
-        return weights, self.y_mean - self.x_mean @ weights
+        return self._numpy(weights), self._numpy(self.y_mean - self.x_mean @ weights)
 
 
 def _ridge_grid(lambdas: int | np.ndarray, singular_values: np.ndarray) -> np.ndarray:
@@ -347,6 +394,7 @@ def fit_ridge(
     heldout: np.ndarray | None = None,
     seed: int = 0,
     refit: bool = False,
+    device: str | torch.device | None = None,
 ) -> Datamodels:
     """Ridge datamodels of every target, ``lambda`` chosen per target on held-out models.
 
@@ -365,21 +413,22 @@ def fit_ridge(
     targets)`` bytes), the SVD and ``U^T Y`` (``8 x r x (models + units + targets)``) and the
     weights (``8 x units x targets``): 715 MiB measured on top of the 582 MiB of inputs at
     7,540 models x 1,000 units x 10,000 targets (6.8 s on 2 cores).
+
+    ``device`` None (the default) fits with NumPy/SciPy. A torch device (``"cpu"``, ``"cuda"``,
+    ``"cuda:N"``, ``"mps"``) does the same SVD and products with torch there, in float64
+    (float32 on ``mps``, which has no float64); the regularisation grid, the selection and the
+    LDS are unchanged, and the masks and outputs are copied to the device (the memory above,
+    there). In float64 the weights agree with the NumPy fit to rounding; see
+    :func:`~transfer_influence.devices.precise_dtype` for float32.
     """
     masks, outputs = _check_data(masks, outputs)
     split = split_models(
         masks.shape[0], holdout_fraction=holdout_fraction, heldout=heldout, seed=seed
     )
-    solver = _RidgeSVD(masks, outputs, split.fit)
-    grid = _ridge_grid(lambdas, solver.s)
-    # Selection-model predictions for grid value k: y_mean + P diag(shrinkage[:, k]) A.
-    projected = (masks[split.selection] - solver.x_mean) @ solver.vt.T  # [selection, r]
-    residual_offset = solver.y_mean - outputs[split.selection]  # [selection, targets]
-    errors = np.empty((grid.size, outputs.shape[1]))
-    for k, shrink in enumerate(solver.shrinkage(grid).T):
-        residual = projected @ (shrink[:, None] * solver.a)
-        residual += residual_offset
-        errors[k] = np.einsum("mt,mt->t", residual, residual)
+    device = None if device is None else torch.device(device)
+    solver = _RidgeSVD(masks, outputs, split.fit, device)
+    grid = _ridge_grid(lambdas, solver.singular_values())
+    errors = solver.selection_errors(masks[split.selection], outputs[split.selection], grid)
     # Ties (e.g. constant targets) go to the larger lambda: reversed argmin keeps the last.
     chosen = grid[grid.size - 1 - np.argmin(errors[::-1], axis=0)]
     edge = float(np.mean(chosen == grid[-1]))
@@ -390,7 +439,7 @@ def fit_ridge(
     weights, bias = solver.weights(chosen)
     predicted = masks[split.scoring] @ weights + bias
     if refit:
-        weights, bias = _RidgeSVD(masks, outputs).weights(chosen)
+        weights, bias = _RidgeSVD(masks, outputs, device=device).weights(chosen)
     return _result(weights, bias, "ridge", chosen, split, predicted, outputs[split.scoring],
                    masks.shape[0] if refit else split.fit.size, refit)
 
@@ -577,6 +626,7 @@ def fit_lasso(
     tol: float = 1e-4,
     max_iter: int = 1000,
     target_block: int = DEFAULT_TARGET_BLOCK,
+    device: str | torch.device | None = None,
 ) -> Datamodels:
     """LASSO datamodels of every target, ``alpha`` chosen per target on held-out models.
 
@@ -600,7 +650,15 @@ def fit_lasso(
     once; it changes memory and speed, not results): 659 MiB measured on top of the 582 MiB of
     inputs at 7,540 models x 1,000 units x 10,000 targets, which took about 6 minutes on 2
     busy cores.
+
+    The LASSO is always fitted on the CPU with NumPy/SciPy: ``device`` is accepted so that one
+    device can be given for either method, and a GPU device warns (``RuntimeWarning``) that it is
+    not used (ridge, :func:`fit_ridge`, runs on it).
     """
+    if device is not None and torch.device(device).type != "cpu":
+        warnings.warn(f"LASSO datamodels are fitted on the CPU with NumPy whatever the device;"
+                      f" device {str(device)!r} is not used (ridge datamodels run on it).",
+                      RuntimeWarning, stacklevel=2)
     masks, outputs = _check_data(masks, outputs)
     _check_lasso_options(tol, max_iter)
     if target_block < 1:
@@ -698,6 +756,7 @@ def fit_datamodels(
     heldout: np.ndarray | None = None,
     seed: int = 0,
     refit: bool = False,
+    device: str | torch.device | None = None,
 ) -> Datamodels:
     """Datamodels of every target example of ``store`` from its completed models.
 
@@ -706,7 +765,8 @@ def fit_datamodels(
     default: that function's default). ``heldout`` are *sweep* model indices (all completed);
     without it a seeded ``holdout_fraction`` of the completed models is held out (split into
     selection and scoring halves by :func:`split_models`). The result's ``selection_indices``
-    and ``heldout_indices`` are sweep model indices too.
+    and ``heldout_indices`` are sweep model indices too. ``device`` is where the fit runs (None:
+    NumPy on the CPU; see :func:`fit_ridge`; LASSO always runs on the CPU).
 
     Unlike :func:`estimate_influence`, this holds every completed model in memory: the masks
     bool ``[models, units]`` and the outputs float64 ``[models, targets]`` (``models x (units +
@@ -732,6 +792,6 @@ def fit_datamodels(
     grid = {} if regularization is None else {
         ("lambdas" if method == "ridge" else "alphas"): regularization}
     result = fit(masks_all, outputs_all, holdout_fraction=holdout_fraction, heldout=rows,
-                 seed=seed, refit=refit, **grid)
+                 seed=seed, refit=refit, device=device, **grid)
     return dataclasses.replace(result, selection_indices=model_indices[result.selection_indices],
                                heldout_indices=model_indices[result.heldout_indices])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..devices import datamodel_device
 from ..errors import StoreError
 from ..outputs import OutputVariant
 from ..sweep.store import SweepStore
@@ -20,6 +21,7 @@ def estimate_influence(
     method: str = "dim",
     seed: int = 0,
     chunk_models: int = DEFAULT_CHUNK_MODELS,
+    device: str = "cpu",
 ) -> InfluenceResult:
     """Difference-in-means influence of every unit on every target example of ``store``.
 
@@ -35,7 +37,13 @@ def estimate_influence(
     with :func:`~transfer_influence.estimators.registry.register_estimator`), given all completed
     models' masks and outputs at once (in memory). ``dim`` is the registered estimator
     ``difference_in_means`` computed in streamed blocks: the same numbers in bounded memory.
+
+    ``device`` is a config's ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``):
+    ``ridge`` datamodels are fitted there with torch (on the CPU with NumPy/SciPy, see
+    :func:`~transfer_influence.devices.datamodel_device`); ``dim`` and ``lasso`` always run on
+    the CPU (``lasso`` warns when given a GPU).
     """
+    torch_device = datamodel_device(device)
     estimator = get_estimator(method)
     if method == "dim":
         accumulator = DifferenceInMeans()
@@ -50,7 +58,7 @@ def estimate_influence(
             counts_with=accumulator.counts_with, counts_without=accumulator.counts_without,
             num_diverged=int(store.diverged().sum()))
     _, masks, outputs = completed_models(store, variant)
-    estimate = estimator(masks, outputs, seed=seed)
+    estimate = estimator(masks, outputs, seed=seed, device=torch_device)
     counts_with = masks.sum(axis=0).astype(np.int64)
     return InfluenceResult(
         influence=estimate.influence, unit_names=store.unit_names,

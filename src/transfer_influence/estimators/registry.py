@@ -1,10 +1,12 @@
 """Estimators by name: ``dim``, ``ridge``, ``lasso`` and any added with
 :func:`register_estimator`, all with one contract.
 
-An *estimator* is a function ``estimator(masks, outputs, *, seed) -> Estimate``: ``masks`` bool
-``[models, units]`` (which source units each model was trained on), ``outputs`` float64
-``[models, targets]`` (one output variant of each model on each target example) and ``seed``
-for any random choice it makes (e.g. which models to hold out). Its :class:`Estimate` holds the
+An *estimator* is a function ``estimator(masks, outputs, *, seed, device) -> Estimate``:
+``masks`` bool ``[models, units]`` (which source units each model was trained on), ``outputs``
+float64 ``[models, targets]`` (one output variant of each model on each target example),
+``seed`` for any random choice it makes (e.g. which models to hold out) and ``device`` the
+torch device the config's ``device`` names, or None for the CPU (an estimator may ignore it;
+``ridge`` fits there, ``dim`` and ``lasso`` run in NumPy on the CPU). Its :class:`Estimate` holds the
 influence ``[units, targets]`` (positive = the unit helps, on the variant's scale) and, when the
 estimator scores itself on held-out models, their linear datamodeling score.
 :func:`~transfer_influence.estimators.estimate_influence` (``--method`` on the command line)
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from ..errors import DataError
 from ..registry import Registry
@@ -38,9 +41,10 @@ class Estimate:
 
 
 class Estimator(Protocol):
-    """``estimator(masks, outputs, *, seed) -> Estimate`` (see module docstring)."""
+    """``estimator(masks, outputs, *, seed, device) -> Estimate`` (see module docstring)."""
 
-    def __call__(self, masks: np.ndarray, outputs: np.ndarray, *, seed: int) -> Estimate: ...
+    def __call__(self, masks: np.ndarray, outputs: np.ndarray, *, seed: int,
+                 device: torch.device | None) -> Estimate: ...
 
 
 _ESTIMATORS: Registry[Estimator] = Registry("estimation method", DataError, "register_estimator")
@@ -62,8 +66,9 @@ def get_estimator(name: str) -> Estimator:
     return _ESTIMATORS.get(name)
 
 
-def _dim(masks: np.ndarray, outputs: np.ndarray, *, seed: int) -> Estimate:
-    """Difference in means (``seed`` unused: it makes no random choice)."""
+def _dim(masks: np.ndarray, outputs: np.ndarray, *, seed: int,
+         device: torch.device | None) -> Estimate:
+    """Difference in means (``seed`` unused: it makes no random choice; NumPy on the CPU)."""
     return Estimate(difference_in_means(masks, outputs))
 
 
@@ -71,14 +76,17 @@ def _from_datamodels(fitted: Datamodels) -> Estimate:
     return Estimate(fitted.weights, None if np.isnan(fitted.lds) else float(fitted.lds))
 
 
-def _ridge(masks: np.ndarray, outputs: np.ndarray, *, seed: int) -> Estimate:
-    """Ridge datamodel weights with the defaults of :func:`fit_ridge`."""
-    return _from_datamodels(fit_ridge(masks, outputs, seed=seed))
+def _ridge(masks: np.ndarray, outputs: np.ndarray, *, seed: int,
+           device: torch.device | None) -> Estimate:
+    """Ridge datamodel weights with the defaults of :func:`fit_ridge`, fitted on ``device``."""
+    return _from_datamodels(fit_ridge(masks, outputs, seed=seed, device=device))
 
 
-def _lasso(masks: np.ndarray, outputs: np.ndarray, *, seed: int) -> Estimate:
-    """LASSO datamodel weights with the defaults of :func:`fit_lasso`."""
-    return _from_datamodels(fit_lasso(masks, outputs, seed=seed))
+def _lasso(masks: np.ndarray, outputs: np.ndarray, *, seed: int,
+           device: torch.device | None) -> Estimate:
+    """LASSO datamodel weights with the defaults of :func:`fit_lasso` (on the CPU: a GPU
+    ``device`` warns that it is not used)."""
+    return _from_datamodels(fit_lasso(masks, outputs, seed=seed, device=device))
 
 
 register_estimator("dim", _dim)

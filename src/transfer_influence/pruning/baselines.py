@@ -41,8 +41,8 @@ from ..config import ModelConfig
 from ..data.images import LabeledImages
 from ..errors import ConfigError, DataError
 from ..models.base import TransferModel
+from ..recipe import Normalization, TrainRecipe
 from ..training.preprocess import to_inputs
-from ..training.recipe import Normalization, TrainRecipe
 from ..training.trainer import Observer, Strategy, pretrain_group
 from ..training.transfer import predict_logits
 

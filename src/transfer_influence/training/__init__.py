@@ -1,5 +1,6 @@
 """Training: the ensemble trainer (many models per call), pretraining and transfer."""
 
+from ..recipe import Normalization, ObjectiveName, Schedule, TrainRecipe
 from .linear_heads import fit_linear_heads
 from .objectives import (
     Objective,
@@ -13,7 +14,6 @@ from .objectives import (
     register_objective,
     registered_objectives,
 )
-from .recipe import Normalization, ObjectiveName, Schedule, TrainRecipe
 from .trainer import (
     DivergenceLog,
     Observer,

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 
 from ..data.transforms import ContrastiveViews
 from ..errors import ConfigError, TrainingError
+from ..recipe import TrainRecipe
 from ..registry import Registry
-from .recipe import TrainRecipe
 
 Features = Callable[[torch.Tensor], torch.Tensor]
 Head = Callable[[torch.Tensor], torch.Tensor]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..data.transforms import normalize, to_float
-from .recipe import Normalization
+from ..recipe import Normalization
 
 
 def to_inputs(images: torch.Tensor, normalization: Normalization | None) -> torch.Tensor:

@@ -77,9 +77,9 @@ from ..data.transforms import Augment, ContrastiveViews
 from ..errors import TrainingError
 from ..models.base import TransferModel, forked_rng, reset_parameters
 from ..models.registry import build_model
+from ..recipe import TrainRecipe
 from .objectives import Objective, objective_views, recipe_objective
 from .preprocess import to_inputs
-from .recipe import TrainRecipe
 
 Strategy = Literal["auto", "vmap", "loop", "bmm"]
 Unit = Literal["class", "example"]

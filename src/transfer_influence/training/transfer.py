@@ -17,13 +17,14 @@ import numpy as np
 import torch
 
 from ..data.images import LabeledImages
+from ..devices import float64_device
 from ..errors import TrainingError
 from ..models.base import TransferModel
 from ..outputs import TargetOutputs
+from ..recipe import Normalization, TrainRecipe
 from .linear_heads import fit_linear_heads
 from .objectives import Objective
 from .preprocess import to_inputs
-from .recipe import Normalization, TrainRecipe
 from .trainer import DivergenceLog, Strategy, fit_models, model_generator
 
 _FEATURE_BUDGET_BYTES = 256 * 2**20  # float64 features of one model chunk in fixed-feature fits
@@ -78,7 +79,8 @@ def transfer_fixed_feature(
     device: str | torch.device = "cpu",
 ) -> TargetOutputs:
     """Fixed-feature transfer: fit a linear head per frozen backbone on ``target_train`` (batched
-    L2 multinomial logistic regression on standardised features, solved in float64) and return
+    L2 multinomial logistic regression on standardised features, solved in float64: on ``device``,
+    or on the CPU for ``mps``, see :func:`~transfer_influence.devices.float64_device`) and return
     the stored outputs on ``target_test``, ``[models, targets]``.
 
     ``normalization`` must be the one used in pretraining. Models are processed in chunks so that
@@ -88,14 +90,15 @@ def transfer_fixed_feature(
     d = models[0].feature_dim
     chunk = max(1, _FEATURE_BUDGET_BYTES // (8 * len(target_train) * d))
     labels = torch.as_tensor(np.array(target_train.labels))
+    head_device = float64_device(device)  # the CPU for mps, which has no float64
     logits = []
     for start in range(0, len(models), chunk):
         group = models[start:start + chunk]
         options = {"normalization": normalization, "batch_size": batch_size, "device": device}
-        train_features = extract_features(group, target_train, **options).double()
-        w, b = fit_linear_heads(train_features, labels.to(train_features.device),
+        train_features = extract_features(group, target_train, **options).to(head_device).double()
+        w, b = fit_linear_heads(train_features, labels.to(head_device),
                                 target_train.num_classes, l2=l2, max_iter=max_iter, tol=tol)
-        test_features = extract_features(group, target_test, **options).double()
+        test_features = extract_features(group, target_test, **options).to(head_device).double()
         logits.append(torch.baddbmm(b.unsqueeze(1), test_features, w.transpose(1, 2)).cpu())
     return TargetOutputs.from_logits(torch.cat(logits), np.array(target_test.labels))
 
