@@ -1,6 +1,7 @@
 """Devices: names resolved (auto's order, unavailable devices refused with what to use), kept out
 of the config hash, passed to pretraining and transfer, chosen on the command line; on a CUDA
-machine, CUDA and CPU give the same outputs to tolerance."""
+machine, CUDA and CPU give the same outputs and ridge datamodels to tolerance. Which float64
+work goes where on mps is decided by functions tested here on the CPU."""
 
 from pathlib import Path
 
@@ -10,12 +11,21 @@ import torch
 from typer.testing import CliRunner
 
 import transfer_influence.sweep.plan as plan_module
+import transfer_influence.training.transfer as transfer_module
 from transfer_influence.cli import app
 from transfer_influence.config import load_config, parse_config
-from transfer_influence.devices import resolve_device
+from transfer_influence.devices import (
+    datamodel_device,
+    float64_device,
+    precise_dtype,
+    resolve_device,
+    supports_float64,
+)
 from transfer_influence.errors import ConfigError
+from transfer_influence.estimators import estimate_influence, fit_ridge
 from transfer_influence.sweep.plan import SweepPlan
 
+from .estimators.conftest import random_store
 from .sweep.conftest import write_sweep_config
 
 
@@ -47,6 +57,45 @@ def test_unavailable_or_unknown_devices_are_refused(no_gpu):
         resolve_device("mps")
     with pytest.raises(ConfigError, match="'gpu' is not one of auto, cpu, cuda, cuda:N or mps"):
         resolve_device("gpu")
+
+
+def test_float64_work_per_device():
+    """mps has no float64: precision-sensitive sums use float32 there, the float64 linear heads
+    move to the CPU, and a config's CPU fits datamodels with NumPy (None)."""
+    assert [supports_float64(d) for d in ("cpu", "cuda", "cuda:1", "mps")] == [True] * 3 + [False]
+    assert precise_dtype("cuda:1") == torch.float64 and precise_dtype("mps") == torch.float32
+    assert float64_device("cuda:1") == torch.device("cuda:1")
+    assert float64_device(torch.device("mps")) == torch.device("cpu")
+
+
+def test_datamodel_device_is_none_on_the_cpu(monkeypatch, no_gpu):
+    assert datamodel_device("cpu") is None and datamodel_device("auto") is None
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert datamodel_device("auto") == torch.device("mps")
+    with pytest.raises(ConfigError, match="'cuda' is not available"):
+        datamodel_device("cuda")
+
+
+def test_fixed_feature_heads_are_fitted_where_float64_device_says(monkeypatch):
+    """Transfer asks ``float64_device`` (the CPU for mps) where to fit the float64 heads."""
+    asked, seen = [], []
+    real = transfer_module.fit_linear_heads
+
+    def where(device):
+        asked.append(device)
+        return torch.device("cpu")
+
+    def spy(features, labels, *args, **kwargs):
+        seen.append((features.device, features.dtype, labels.device))
+        return real(features, labels, *args, **kwargs)
+
+    monkeypatch.setattr(transfer_module, "float64_device", where)
+    monkeypatch.setattr(transfer_module, "fit_linear_heads", spy)
+    plan = SweepPlan.from_config(parse_config({**RAW, "device": "cpu"}))
+    masks = np.ones((1, plan.data.source.num_classes), bool)
+    plan.variant(transfer_mode="fixed_feature").train_models(masks, [0])
+    assert asked == [torch.device("cpu")]
+    assert seen == [(torch.device("cpu"), torch.float64, torch.device("cpu"))]
 
 
 RAW = {"data": {"suite": "planted", "options": {"n_per_class": 16, "target_test_per_class": 6}},
@@ -107,3 +156,23 @@ def test_cuda_and_cpu_give_the_same_outputs(tmp_path: Path, transfer):
     for name in ("correct_logit", "max_other_logit", "logsumexp"):
         np.testing.assert_allclose(getattr(cuda, name), getattr(cpu, name), rtol=1e-3, atol=1e-3)
     assert (cuda.predicted == cpu.predicted).mean() > 0.95  # near-ties may flip
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_and_numpy_ridge_datamodels_agree(tmp_path: Path):
+    """The datamodel fit on CUDA (float64) gives NumPy's weights, choices and held-out scores,
+    directly and through ``estimate_influence`` with a config-style device."""
+    store = random_store(tmp_path / "s.zarr", models=200, units=12, targets=20,
+                         unfinished_every=7)
+    masks, outputs = store.read_masks(), store.read_outputs().variant("margin")
+    on_cpu, on_cuda = fit_ridge(masks, outputs, refit=True), fit_ridge(masks, outputs,
+                                                                       refit=True, device="cuda")
+    scale = np.abs(on_cpu.weights).max()
+    np.testing.assert_allclose(on_cuda.weights, on_cpu.weights, rtol=0, atol=1e-9 * scale)
+    np.testing.assert_allclose(on_cuda.regularization, on_cpu.regularization, rtol=1e-9)
+    np.testing.assert_allclose(on_cuda.lds_per_target, on_cpu.lds_per_target, atol=1e-6)
+    cpu_estimate = estimate_influence(store, "margin", method="ridge", device="cpu")
+    cuda_estimate = estimate_influence(store, "margin", method="ridge", device="cuda")
+    np.testing.assert_allclose(cuda_estimate.influence, cpu_estimate.influence, rtol=0,
+                               atol=1e-9 * np.abs(cpu_estimate.influence).max())
+    assert cuda_estimate.heldout_lds == pytest.approx(cpu_estimate.heldout_lds, abs=1e-6)

@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner
 
 import transfer_influence.estimators.datamodels as datamodels_module
-from transfer_influence.cli import app
 from transfer_influence.errors import ConfigError
 from transfer_influence.estimators import Estimate, estimate_influence, register_estimator
 from transfer_influence.estimators.datamodels import fit_datamodels, fit_lasso, fit_ridge

@@ -39,6 +39,7 @@ from torch.func import functional_call, grad, vmap
 
 from ..config import ModelConfig
 from ..data.images import LabeledImages
+from ..devices import precise_dtype
 from ..errors import ConfigError, DataError
 from ..models.base import TransferModel
 from ..recipe import Normalization, TrainRecipe
@@ -102,7 +103,7 @@ def el2n_scores(source: LabeledImages, config: ScoreTraining, *,
     images, after training each seed's model with ``config``."""
     models = train_score_models(source, config, device=device)
     logits = predict_logits(models, source, normalization=config.recipe.normalization,
-                            device=device).double().cpu()
+                            device=device).cpu().double()
     error = torch.softmax(logits, dim=2)
     labels = torch.as_tensor(np.array(source.labels))
     error[:, torch.arange(len(labels)), labels] -= 1.0
@@ -135,7 +136,8 @@ def gradient_norms(model: TransferModel, images: np.ndarray, labels: np.ndarray,
         batch = torch.as_tensor(np.array(images[start:start + chunk]), device=device)
         y = torch.as_tensor(np.array(labels[start:start + chunk]), device=device)
         grads = per_example(params, to_inputs(batch, normalization), y)
-        squares = sum(g.flatten(1).double().square().sum(1) for g in grads.values())
+        squares = sum(g.flatten(1).to(precise_dtype(device)).square().sum(1)  # float32 on mps
+                      for g in grads.values())
         norms.append(squares.sqrt().cpu())
     return torch.cat(norms).numpy()
 

@@ -469,7 +469,7 @@ def _check_finite(loss: torch.Tensor, steps: np.ndarray, models: np.ndarray,
                   divergence: DivergenceLog | None) -> None:
     """Record the losses ``[len(models)]`` of group positions ``models`` at their ``steps`` in
     ``divergence``, or without a log raise TrainingError when any is NaN or infinite."""
-    values = loss.detach().reshape(-1).double().cpu().numpy()
+    values = loss.detach().reshape(-1).cpu().double().numpy()  # mps has no float64
     if divergence is not None:
         divergence.record(values, steps, models)
         return
