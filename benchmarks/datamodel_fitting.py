@@ -7,6 +7,9 @@ For every shape (models x units x targets) both sides solve the same problem in 
   every lambda of the same grid on the fit models and keeps the lambda with the smallest
   squared error on the selection models -- the same held-out selection. A second, stronger
   scikit-learn reference fits ``Ridge`` once per lambda on all targets at once (a 2-D ``y``).
+  Beside ours in NumPy/SciPy (the CPU default), the same fit with torch's linear algebra on
+  ``--device`` (``fit_ridge(..., device=...)``; default ``cpu``, so torch-CPU against NumPy
+  side by side, with the largest weight difference between the two).
 - **LASSO**: ours is :func:`fit_lasso` (batched FISTA over all targets); the baseline runs
   ``sklearn.linear_model.lasso_path`` target by target at the same per-target alphas, with the
   Gram matrix ``X^T X`` precomputed once and shared (its fastest set-up at these shapes), then
@@ -20,13 +23,14 @@ them ``*``). The sanity columns compare both sides on those targets: largest wei
 Data: masks keep exactly half the units (like a sweep), outputs are ``masks @ w + noise`` with a
 few units per target mattering (held-out LDS around 0.5), float64.
 
-Threads: BLAS runs with ``--threads`` threads (default 1) on both sides. scikit-learn's
+Threads: BLAS (and torch's CPU kernels) run with ``--threads`` threads (default 1) on all
+sides. scikit-learn's
 coordinate descent is single-threaded anyway, so one thread compares per-core efficiency; and on
 a machine shared with other jobs, multi-threaded BLAS can slow down many-fold while its threads
 wait for each other (we saw a 100 x 100 by 100 x 256 product take 60x longer with 2 threads
 than with 1 on a busy 2-core machine).
 
-Usage: ``python benchmarks/datamodel_fitting.py [--quick] [--threads N]``. The last line printed
+Usage: ``python benchmarks/datamodel_fitting.py [--quick] [--threads N] [--device D]``. The last line printed
 is one JSON object with the headline figures (the largest shape of each method).
 """
 
@@ -39,6 +43,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import torch
 from sklearn.linear_model import Ridge, lasso_path
 from threadpoolctl import threadpool_limits
 
@@ -137,15 +142,17 @@ def sklearn_lasso_per_target(masks: np.ndarray, outputs: np.ndarray, targets: in
     return chosen
 
 
-def bench_ridge(shape: Shape, sample: int) -> dict[str, float | int | list[int]]:
+def bench_ridge(shape: Shape, sample: int, device: str) -> dict[str, float | int | list[int]]:
     masks, outputs = make_data(*shape)
     grid = ridge_grid(masks)
     ours_s, ours = timed(lambda: fit_ridge(masks, outputs, lambdas=grid))
+    torch_s, on_torch = timed(lambda: fit_ridge(masks, outputs, lambdas=grid, device=device))
     sample = min(sample, shape[2])
     sk_s, sk_weights = timed(lambda: sklearn_ridge_per_target(masks, outputs, grid, sample))
     multi_s, _ = timed(lambda: sklearn_ridge_all_targets(masks, outputs, grid))
     return {
-        "shape": list(shape), "seconds": ours_s,
+        "shape": list(shape), "seconds": ours_s, "torch_seconds": torch_s,
+        "torch_max_weight_difference": float(np.abs(on_torch.weights - ours.weights).max()),
         "sklearn_seconds_extrapolated": sk_s * shape[2] / sample, "sklearn_targets_timed": sample,
         "sklearn_multitarget_seconds": multi_s,
         "max_weight_difference": float(np.abs(ours.weights[:, :sample] - sk_weights).max()),
@@ -172,7 +179,10 @@ def main() -> None:
     parser.add_argument("--sklearn-targets", type=int, default=None,
                         help="targets the per-target scikit-learn baselines are timed on")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads for both sides")
+    parser.add_argument("--device", default="cpu",
+                        help="torch device of the torch ridge fit (cpu, cuda, cuda:N, mps)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     if args.quick:
         ridge_shapes: list[Shape] = [(1000, 100, 1000), (2000, 400, 1000), (2000, 1000, 2000),
                                      (400, 4000, 1000)]
@@ -185,11 +195,12 @@ def main() -> None:
         sample = args.sklearn_targets or 4
 
     with threadpool_limits(args.threads):
-        rows = [("ridge", bench_ridge(shape, sample)) for shape in ridge_shapes]
+        rows = [("ridge", bench_ridge(shape, sample, args.device)) for shape in ridge_shapes]
         rows += [("lasso", bench_lasso(shape, sample)) for shape in lasso_shapes]
 
     print(f"{'method':<7}{'models x units x targets':>26}{'ours s':>9}{'sklearn s*':>12}"
           f"{'speedup':>9}{'sk multi s':>12}{'LDS':>7}  sanity")
+    ridge_rows = [row for method, row in rows if method == "ridge"]
     for method, row in rows:
         speedup = row["sklearn_seconds_extrapolated"] / row["seconds"]
         multi = row.get("sklearn_multitarget_seconds")
@@ -200,6 +211,13 @@ def main() -> None:
               f"{'-' if multi is None else f'{multi:.1f}':>12}{row['lds']:>7.2f}  {sanity}")
     print(f"* scikit-learn per target: timed on the first {sample} targets of each shape and"
           " extrapolated linearly to all targets.")
+    print(f"\nridge, NumPy/SciPy against torch on {args.device} (same grid, same selection):")
+    print(f"{'models x units x targets':>26}{'NumPy s':>9}{'torch s':>9}{'torch/NumPy':>13}"
+          f"{'max |dW|':>10}")
+    for row in ridge_rows:
+        print(f"{' x '.join(map(str, row['shape'])):>26}{row['seconds']:>9.2f}"
+              f"{row['torch_seconds']:>9.2f}{row['torch_seconds'] / row['seconds']:>13.2f}"
+              f"{row['torch_max_weight_difference']:>10.1e}")
 
     def headline(method: str) -> dict[str, object]:
         row = max((r for m, r in rows if m == method), key=lambda r: np.prod(r["shape"]))
@@ -213,6 +231,10 @@ def main() -> None:
         "ridge_seconds": round(ridge["seconds"], 3),
         "ridge_sklearn_seconds_extrapolated": round(ridge["sklearn_seconds_extrapolated"], 1),
         "ridge_sklearn_multitarget_seconds": round(ridge["sklearn_multitarget_seconds"], 2),
+        "ridge_torch_device": args.device,
+        "ridge_torch_seconds": round(ridge["torch_seconds"], 3),
+        "ridge_torch_over_numpy": round(ridge["torch_seconds"] / ridge["seconds"], 2),
+        "ridge_torch_max_weight_difference": ridge["torch_max_weight_difference"],
         "lasso_shape": lasso["shape"],
         "lasso_seconds": round(lasso["seconds"], 3),
         "lasso_sklearn_seconds_extrapolated": round(lasso["sklearn_seconds_extrapolated"], 1),

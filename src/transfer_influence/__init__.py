@@ -8,7 +8,7 @@ The public API, stage by stage (see docs/architecture.md):
 - models: :func:`build_model`, :func:`register_model`, :class:`TransferModel`
 - training: :class:`TrainRecipe`, :func:`pretrain_group`, :func:`transfer_fixed_feature`,
   :func:`finetune_group`, :class:`SimCLRObjective` (``pretrain.objective = "simclr"``),
-  :func:`register_objective`
+  :func:`register_objective`, :func:`recipe_uses_labels`
 - sweeps: :func:`subset_masks`, :class:`SweepStore`, :func:`run_local`, :func:`run_ray`,
   :func:`run_shard`
 - estimators: :func:`difference_in_means`, :func:`estimate_influence`, :class:`InfluenceResult`,
@@ -77,6 +77,7 @@ from .training import (
     TrainRecipe,
     finetune_group,
     pretrain_group,
+    recipe_uses_labels,
     register_objective,
     transfer_fixed_feature,
 )
@@ -132,6 +133,7 @@ __all__ = [
     "planted_transfer_problem",
     "pretrain_group",
     "project_labels",
+    "recipe_uses_labels",
     "register_estimator",
     "register_model",
     "register_objective",

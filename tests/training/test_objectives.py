@@ -6,15 +6,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from transfer_influence.config import parse_config
+from transfer_influence.config import ModelConfig, parse_config
 from transfer_influence.errors import ConfigError
+from transfer_influence.pruning.baselines import ScoreTraining
+from transfer_influence.pruning.surrogate import Surrogate
 from transfer_influence.training import (
     SimCLRObjective,
     TrainRecipe,
     pretrain_group,
     recipe_objective,
+    recipe_uses_labels,
     register_objective,
     registered_objectives,
+    uses_labels,
 )
 
 RECIPE = TrainRecipe(epochs=1, batch_size=16, lr=0.05)
@@ -111,3 +115,33 @@ def test_bad_objectives_are_refused_with_what_to_do(clean_registry):
     with pytest.raises(ConfigError, match="objective"):
         parse_config({"pretrain": {"epochs": 1, "lr": 0.1, "objective": ""},
                       "sweep": {"num_models": 2}})
+
+
+class _Rotation:
+    """A user's self-supervised objective (it ignores ``y``), declaring so."""
+
+    uses_labels = False
+
+    def __call__(self, features, head, x, y):
+        return (features(x) - features(x.flip(-1))).square().mean()
+
+
+def test_uses_labels_is_the_objectives_own_declaration(clean_registry):
+    """One property, read by pruning's surrogate and its score models: the built-ins, a
+    user's labelled objective (no declaration) and a user's self-supervised one (declared)."""
+    register_objective("squared", squared_error)
+    register_objective("rotation", lambda recipe: _Rotation())
+    labels = {name: recipe_uses_labels(RECIPE.model_copy(update={"objective": name}))
+              for name in ("cross_entropy", "simclr", "squared", "rotation")}
+    assert labels == {"cross_entropy": True, "simclr": False, "squared": True, "rotation": False}
+    assert uses_labels(SimCLRObjective()) is False and uses_labels(squared_error(RECIPE))
+
+    def surrogate(objective: str) -> Surrogate:
+        return Surrogate(model=None, model_config=ModelConfig(),
+                         recipe=RECIPE.model_copy(update={"objective": objective}),
+                         train_seconds=0.0, path=None)
+
+    assert surrogate("squared").labelled and not surrogate("rotation").labelled
+    assert ScoreTraining(recipe=RECIPE.model_copy(update={"objective": "squared"}), seeds=(0,))
+    with pytest.raises(ValueError, match="recipe.objective 'rotation' does not use them"):
+        ScoreTraining(recipe=RECIPE.model_copy(update={"objective": "rotation"}), seeds=(0,))

@@ -43,6 +43,7 @@ from ..devices import precise_dtype
 from ..errors import ConfigError, DataError
 from ..models.base import TransferModel
 from ..recipe import Normalization, TrainRecipe
+from ..training.objectives import recipe_uses_labels
 from ..training.preprocess import to_inputs
 from ..training.trainer import Observer, Strategy, pretrain_group
 from ..training.transfer import predict_logits
@@ -78,10 +79,10 @@ class ScoreTraining(BaseModel):
     @field_validator("recipe")
     @classmethod
     def _supervised(cls, recipe: TrainRecipe) -> TrainRecipe:
-        if recipe.objective != "cross_entropy":
+        if not recipe_uses_labels(recipe):
             raise ValueError(f"EL2N, GraNd and forgetting scores need a model trained on the"
-                             f" labels: recipe.objective must be 'cross_entropy', got"
-                             f" {recipe.objective!r}.")
+                             f" labels, but recipe.objective {recipe.objective!r} does not use"
+                             f" them; use 'cross_entropy' (or another labelled objective).")
         return recipe
 
 

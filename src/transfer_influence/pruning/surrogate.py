@@ -27,7 +27,7 @@ from ..errors import ConfigError, StoreError
 from ..models import build_model
 from ..models.base import TransferModel
 from ..sweep.plan import SweepPlan
-from ..training import TrainRecipe, predict_logits, pretrain_group
+from ..training import TrainRecipe, predict_logits, pretrain_group, recipe_uses_labels
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,9 @@ class Surrogate:
     @property
     def labelled(self) -> bool:
         """Whether the surrogate learned the source labels (its head maps onto source classes);
-        a self-supervised surrogate has features but no meaningful head."""
-        return self.recipe.objective != "simclr"
+        a self-supervised surrogate (an objective with ``uses_labels = False``, e.g. simclr) has
+        features but no meaningful head."""
+        return recipe_uses_labels(self.recipe)
 
 
 def surrogate_spec(plan: SweepPlan) -> tuple[ModelConfig, TrainRecipe, int]:

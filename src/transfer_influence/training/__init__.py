@@ -11,8 +11,10 @@ from .objectives import (
     objective_factory,
     objective_views,
     recipe_objective,
+    recipe_uses_labels,
     register_objective,
     registered_objectives,
+    uses_labels,
 )
 from .trainer import (
     DivergenceLog,
@@ -60,9 +62,11 @@ __all__ = [
     "pretrain_group",
     "random_layers",
     "recipe_objective",
+    "recipe_uses_labels",
     "register_objective",
     "registered_objectives",
     "subset_indices",
     "train_group",
     "transfer_fixed_feature",
+    "uses_labels",
 ]

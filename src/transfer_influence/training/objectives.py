@@ -15,6 +15,12 @@ every example from the model's own generator, after the recipe's augmentation an
 ``vmap``, and passes ``x`` as ``[B, 2, C, H, W]``; the objective itself stays pure. So the views,
 like everything else, are a function of the model's seed.
 
+An objective that does not learn from the labels ``y`` (a self-supervised one, such as
+:class:`SimCLRObjective`) says so with an attribute ``uses_labels = False``;
+:func:`recipe_uses_labels` reads it for a recipe, and everything that needs a model trained on
+the labels consults it (pruning's labelled surrogate and its score models). Objectives without
+the attribute use the labels.
+
 Objectives by name: ``recipe.objective`` (``pretrain.objective`` in the TOML) names an *objective
 factory*, ``factory(recipe) -> Objective``, that reads the recipe's own settings. The built-ins,
 ``cross_entropy`` (``recipe.label_smoothing``) and ``simclr`` (``recipe.temperature``), are
@@ -27,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -92,6 +98,7 @@ class SimCLRObjective:
 
     temperature: float = 0.5
     views: ContrastiveViews = field(default_factory=ContrastiveViews)
+    uses_labels: ClassVar[bool] = False
 
     def __call__(self, features: Features, head: Head, x: torch.Tensor, y: torch.Tensor
                  ) -> torch.Tensor:
@@ -135,6 +142,18 @@ def recipe_objective(recipe: TrainRecipe) -> Objective:
                           f" {type(objective).__name__!r}, not a function"
                           " objective(features, head, x, y) -> loss.")
     return objective
+
+
+def uses_labels(objective: Objective) -> bool:
+    """Whether ``objective`` learns from the labels: False only when it declares
+    ``uses_labels = False`` (see module docstring)."""
+    return bool(getattr(objective, "uses_labels", True))
+
+
+def recipe_uses_labels(recipe: TrainRecipe) -> bool:
+    """Whether the objective ``recipe.objective`` names learns from the labels (it is built from
+    the recipe to ask it, so a user's objective is judged by its own declaration)."""
+    return uses_labels(recipe_objective(recipe))
 
 
 def objective_views(objective: Objective) -> ContrastiveViews | None:

@@ -439,13 +439,12 @@ def fit_models(
             " give one of each per model (and at least one model)."
         )
     device = torch.device(device)
-    if objective is None and recipe.objective != "cross_entropy":
-        objective = recipe_objective(recipe)  # resolved first: ``bmm`` cannot hand-batch it
-    chosen = choose_strategy(strategy, device, models[0], objective)
+    builtin = objective is None and recipe.objective == "cross_entropy"  # ``bmm`` batches it
+    objective = objective or recipe_objective(recipe)
+    chosen = choose_strategy(strategy, device, models[0], None if builtin else objective)
     if observe is not None and chosen != "loop":
         raise TrainingError(f"observing training steps needs strategy='loop', got {chosen!r}"
                             f" (from {strategy!r}); pass strategy='loop'.")
-    objective = objective or recipe_objective(recipe)
     batcher = _Batcher(data, recipe, device, objective_views(objective))
     streams = [_IndexStream(s, g, recipe.batch_size) for s, g in zip(subsets, generators)]
     sizes = [len(s) if schedule_examples is None else int(schedule_examples) for s in subsets]
