@@ -2,7 +2,7 @@
 
 The public API, stage by stage (see docs/architecture.md):
 
-- config: :func:`load_config`, :class:`ExperimentConfig`
+- config: :func:`load_config`, :class:`ExperimentConfig`, :func:`safe_name`
 - data: :class:`LabeledImages`, :func:`as_labeled_images`, :func:`load_dataset`,
   :class:`TransferData` and the suites
 - models: :func:`build_model`, :func:`register_model`, :class:`TransferModel`
@@ -25,7 +25,7 @@ The public API, stage by stage (see docs/architecture.md):
 """
 
 from .analysis import debug_failures, find_leakage, project_labels
-from .config import ExperimentConfig, load_config, parse_config
+from .config import ExperimentConfig, load_config, parse_config, safe_name
 from .counterfactual import run_counterfactual
 from .data import (
     LabeledImages,
@@ -144,6 +144,7 @@ __all__ = [
     "run_pruning",
     "run_ray",
     "run_shard",
+    "safe_name",
     "score_source",
     "split_fashion_suite",
     "subset_masks",

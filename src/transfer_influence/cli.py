@@ -31,7 +31,7 @@ from .analysis import (
     project_labels,
     save_failures,
 )
-from .config import ExperimentConfig, load_config, parse_config, read_toml
+from .config import ExperimentConfig, load_config, parse_config, read_toml, safe_name
 from .counterfactual import STRATEGIES, CounterfactualResult, run_counterfactual
 from .data.images import LabeledImages
 from .devices import resolve_device
@@ -120,8 +120,8 @@ def _check_method(method: str) -> None:
 
 def _result_path(config: ExperimentConfig, variant: str, method: str = "dim") -> Path:
     """Where ``estimate`` saves its result: beside a local store, named by variant and method."""
-    name = "influence" if method == "dim" else f"datamodel-{method}"
-    return config.artifact_path(f"{name}-{variant}.npz")
+    name = "influence" if method == "dim" else f"datamodel-{safe_name(method)}"
+    return config.artifact_path(f"{name}-{safe_name(variant)}.npz")
 
 
 def _read_store(config: ExperimentConfig) -> SweepStore:
@@ -477,7 +477,8 @@ def counterfactual(
                                 influence=influence, target_class=target_class,
                                 classes=classes, equal_steps=equal_steps, quiet=quiet,
                                 runner=runner, address=address)
-    suffix = (f"-{target_class}" if target_class else "") + ("-equal-steps" if equal_steps else "")
+    suffix = ((f"-{safe_name(target_class)}" if target_class else "")
+              + ("-equal-steps" if equal_steps else ""))
     path = experiment.artifact_path(f"counterfactual-{strategy}{suffix}.json")
     result.save(path)
     _print_counterfactual(result)

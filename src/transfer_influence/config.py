@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -247,10 +248,23 @@ class ExperimentConfig(_Strict):
 
     def artifact_path(self, suffix: str) -> Path:
         """Where a result derived from the store is saved: ``<store name>.<suffix>`` beside a
-        local store, or in the config's folder when the store is a URL."""
+        local store, or in the config's folder when the store is a URL. A ``suffix`` holding a
+        path separator is refused: names taken from the data (class names such as
+        ``T-shirt/top``, variants, methods) go through :func:`safe_name` first."""
+        if "/" in suffix or "\\" in suffix:
+            raise ConfigError(f"result file suffix {suffix!r} contains a path separator; build"
+                              " it from safe_name(...) of each name.")
         store = self.store_path()
         folder = Path(store).parent if "://" not in store else self.base_dir
         return folder / f"{Path(store).name}.{suffix}"
+
+
+def safe_name(name: str) -> str:
+    """``name`` as one file-name component that round-trips: percent-encoded (as in URLs)
+    except letters, digits, ``-`` and ``_``, so ``T-shirt/top`` becomes ``T-shirt%2Ftop`` and
+    distinct names stay distinct (``urllib.parse.unquote`` gives the name back). The one place
+    the CLI, the library and the report turn names into result file names."""
+    return quote(name, safe="-_").replace(".", "%2E").replace("~", "%7E")
 
 
 def _format_validation_error(error: ValidationError, source: str) -> str:

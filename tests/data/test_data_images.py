@@ -51,18 +51,6 @@ def test_validation_errors_say_what_is_wrong(images, labels, names, match):
         LabeledImages(images, np.asarray(labels), names)
 
 
-def test_subset_view_gathers_without_copying_parent():
-    ds = make()
-    view = ds.subset([8, 0, 4])
-    assert len(view) == 3 and view.parent is ds
-    np.testing.assert_array_equal(view.labels, [2, 0, 1])
-    images, labels = view.gather([2, 0])
-    np.testing.assert_array_equal(images, ds.images[[4, 8]])
-    np.testing.assert_array_equal(labels, [1, 2])
-    with pytest.raises(DataError, match="must lie in"):
-        ds.subset([9])
-
-
 def test_select_classes_relabels_in_given_order():
     ds = make()
     picked = select_classes(ds, ["c", 0])

@@ -60,7 +60,7 @@ def test_results_merge_across_runs_and_refuse_other_seeds(pruning_plan, tmp_path
     loaded = PruningResult.load(path)
     assert loaded.rows == merged.rows and loaded.winning_ratio("fixed_feature", "lm") == 0.5
     other = run_pruning(pruning_plan, ["lm"], [0.5], 3, timing=False, quiet=True)
-    with pytest.raises(ConfigError, match="--seeds 2, this run 3"):
+    with pytest.raises(ConfigError, match="used 2 seeds, this run 3"):
         other.merged_into(loaded)
 
 

@@ -102,21 +102,20 @@ def test_open_or_create_resumes_and_checks_shapes(tmp_path):
 
 def test_grow_keeps_models_and_one_model_per_chunk(tmp_path):
     path = tmp_path / "sweep.zarr"
-    store = SweepStore.create(path, **spec(store_logits_classes=CLASSES))
+    store = SweepStore.create(path, **spec())
     for i in [1, 4]:
-        mask, outputs, logits = fake_model(i)
-        store.write_model(i, mask, outputs, logits=logits)
-    grown = SweepStore.open_or_create(path, **spec(num_models=MODELS + 3,
-                                                   store_logits_classes=CLASSES))
+        mask, outputs, _ = fake_model(i)
+        store.write_model(i, mask, outputs)
+    grown = SweepStore.open_or_create(path, **spec(num_models=MODELS + 3))
     assert grown.status() == (2, MODELS + 3)
     assert grown.missing().tolist() == [0, 2, 3, 5, 6, 7, 8]
-    np.testing.assert_array_equal(grown.read_logits([4]), fake_model(4)[2])
+    np.testing.assert_array_equal(grown.read_outputs([4]).correct_logit,
+                                  fake_model(4)[1].correct_logit)
     group = zarr.open_group(str(path), mode="r")
-    for name in ["masks", "completed", "finished_at", *(f"outputs/{f}" for f in FIELDS),
-                 "outputs/logits"]:
+    for name in ["masks", "completed", "finished_at", *(f"outputs/{f}" for f in FIELDS)]:
         assert group[name].shape[0] == MODELS + 3 and group[name].chunks[0] == 1, name
-    mask, outputs, logits = fake_model(MODELS + 2)
-    grown.write_model(MODELS + 2, mask, outputs, logits=logits)
+    mask, outputs, _ = fake_model(MODELS + 2)
+    grown.write_model(MODELS + 2, mask, outputs)
     assert SweepStore.open(path).completed().tolist() == [False, True, False, False, True,
                                                            False, False, False, True]
 
@@ -197,7 +196,7 @@ def test_rewriting_a_completed_model(tmp_path):
 
 def test_bad_writes_are_rejected(tmp_path):
     store = SweepStore.create(tmp_path / "s.zarr", **spec())
-    mask, outputs, logits = fake_model(0)
+    mask, outputs, _ = fake_model(0)
     with pytest.raises(DataError, match="unique"):
         store.write_model(MODELS, mask, outputs)
     with pytest.raises(DataError, match="masks must be bool"):
@@ -206,19 +205,7 @@ def test_bad_writes_are_rejected(tmp_path):
                         outputs.logsumexp, outputs.predicted)
     with pytest.raises(DataError, match="diverged"):
         store.write_model(0, mask, nan)
-    with pytest.raises(DataError, match="without logits"):
-        store.write_model(0, mask, outputs, logits=logits)
     assert store.num_completed == 0
-
-
-def test_optional_logits(tmp_path):
-    store = SweepStore.create(tmp_path / "s.zarr", **spec(), store_logits_classes=CLASSES)
-    mask, outputs, logits = fake_model(3)
-    with pytest.raises(DataError, match="keeps full logits"):
-        store.write_model(3, mask, outputs)
-    store.write_model(3, mask, outputs, logits=logits)
-    assert store.has_logits
-    np.testing.assert_array_equal(store.read_logits(), logits)
 
 
 def test_pickles_as_its_path(tmp_path):

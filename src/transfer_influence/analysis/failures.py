@@ -17,7 +17,7 @@ import numpy as np
 
 from ..atomic import read_json, write_json
 from ..counterfactual.arms import Arm, baseline_arm, check_seeds
-from ..counterfactual.experiment import correct_per_seed
+from ..counterfactual.experiment import check_units, correct_per_seed
 from ..counterfactual.retrain import retrain
 from ..errors import DataError
 from ..estimators.result import InfluenceResult
@@ -99,9 +99,7 @@ def debug_failures(
     :mod:`~transfer_influence.counterfactual.retrain`; ``runner`` / ``address`` say where).
     """
     seeds = check_seeds(seeds)
-    if list(influence.unit_names) != list(plan.unit_names):
-        raise DataError("the influence result's units differ from this experiment's;"
-                        " re-estimate it from this experiment's sweep.")
+    check_units(plan, influence)
     scores = np.asarray(influence.influence)
     units, targets = scores.shape
     train = {"quiet": quiet, "runner": runner, "address": address}

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..data.images import LabeledImages
 from ..errors import DataError
+from ..ranking import top_indices
 
 
 @dataclass(frozen=True)
@@ -96,11 +97,10 @@ def find_leakage(
         raise DataError(f"target indices {bad} are out of range (0 to {num_targets - 1}).")
     found = []
     for t in chosen:
-        column = np.where(np.isnan(influence[:, t]), 0.0, influence[:, t])
+        column = influence[:, t]
         lists = []
-        for signed in (column, -column):
-            picked = np.argpartition(-signed, k - 1)[:k]
-            picked = picked[np.argsort(-signed[picked], kind="stable")]
+        for largest in (True, False):
+            picked = top_indices(column, k, largest=largest)
             similarity = (pixel_similarity(source.images[picked], target_images.images[t])
                           if source is not None else [None] * len(picked))
             lists.append([

@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError
+from ..ranking import top_indices
 
 Strategy = Literal["bottom", "top", "random", "classes", "groups"]
 STRATEGIES: tuple[Strategy, ...] = ("bottom", "top", "random", "classes", "groups")
@@ -76,9 +77,7 @@ def ranked_arms(strategy: Literal["bottom", "top"], scores: np.ndarray, ks: Sequ
     """Remove the ``k`` lowest-scoring (``bottom``: most harmful) or highest-scoring (``top``:
     most helpful) units, for each ``k``; units with NaN scores are never removed."""
     scores = np.asarray(scores, dtype=np.float64)
-    valid = np.flatnonzero(~np.isnan(scores))
-    order = valid[np.argsort(scores[valid] if strategy == "bottom" else -scores[valid],
-                             kind="stable")]
+    order = top_indices(scores, largest=strategy == "top")
     arms = []
     for k in _check_k(ks, scores.size):
         if k > order.size:
@@ -136,5 +135,5 @@ def group_arm(unit_names: Sequence[str], groups: Sequence[str], seeds: int) -> A
 def check_seeds(seeds: int) -> int:
     """At least two seeds: an interval needs a spread."""
     if seeds < 2:
-        raise ConfigError(f"--seeds must be >= 2 to give a confidence interval, got {seeds}.")
+        raise ConfigError(f"seeds must be >= 2 to give a confidence interval, got {seeds}.")
     return int(seeds)

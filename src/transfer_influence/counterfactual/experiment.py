@@ -19,7 +19,7 @@ import numpy as np
 from scipy import stats
 
 from ..atomic import read_json, write_json
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError, DataError, StoreError
 from ..estimators.result import InfluenceResult
 from ..sweep.plan import SweepPlan
 from ..sweep.store import SweepStore
@@ -152,13 +152,19 @@ def _summarise(arm: Arm, correct: np.ndarray, baseline: np.ndarray, names: Seque
                      correct.tolist(), *paired_accuracy(correct, baseline))
 
 
+def check_units(plan: SweepPlan, influence: InfluenceResult) -> None:
+    """A :class:`DataError` unless ``influence`` was estimated over ``plan``'s units (in order):
+    every analysis that retrains by influence starts with this."""
+    if list(influence.unit_names) != list(plan.unit_names):
+        raise DataError("the influence result's units differ from this experiment's;"
+                        " re-estimate it from this experiment's sweep.")
+
+
 def ranking_scores(plan: SweepPlan, influence: InfluenceResult,
                    target_class: str | None = None) -> np.ndarray:
     """``[units]``: the influence of each of ``plan``'s units, overall or on ``target_class``,
     to rank units by; refused unless ``influence`` was estimated over the plan's units."""
-    if list(influence.unit_names) != list(plan.unit_names):
-        raise ConfigError("the influence result's units differ from this experiment's;"
-                          " re-estimate it from this experiment's sweep.")
+    check_units(plan, influence)
     if target_class is None:
         return influence.overall()
     return influence.per_class()[:, influence.target_class_names.index(target_class)]
@@ -171,13 +177,14 @@ def build_arms(plan: SweepPlan, strategy: Strategy, ks: Sequence[int], seeds: in
     seeds = check_seeds(seeds)
     if strategy in ("bottom", "top"):
         if scores is None:
-            raise ConfigError(f"--remove {strategy} needs influence scores to rank the units.")
+            raise ConfigError(f"removal strategy {strategy!r} needs influence scores to rank the"
+                              " units.")
         return ranked_arms(strategy, scores, ks, seeds)
     if strategy == "random":
         return random_arms(len(plan.unit_names), ks, seeds, plan.config.sweep.seed)
     if strategy in ("classes", "groups"):
         if not classes:
-            raise ConfigError(f"--remove {strategy}=... needs at least one name.")
+            raise ConfigError(f"removal strategy {strategy!r} needs at least one unit name.")
         make = named_arm if strategy == "classes" else group_arm
         return [make(plan.unit_names, classes, seeds)]
     raise ConfigError(f"unknown removal strategy {strategy!r}; choose bottom, top, random,"

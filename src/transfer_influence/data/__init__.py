@@ -21,7 +21,7 @@ from .formats import (
     load_sklearn_digits,
     read_idx,
 )
-from .images import ExampleView, LabeledImages, select_classes
+from .images import LabeledImages, select_classes
 from .ops import (
     combine,
     concatenate,
@@ -51,7 +51,6 @@ __all__ = [
     "DATASET_NAMES",
     "Augment",
     "ContrastiveViews",
-    "ExampleView",
     "ImageDataset",
     "LabeledImages",
     "PlantedTruth",

@@ -156,10 +156,6 @@ class LabeledImages:
         """
         return self._fingerprint
 
-    def subset(self, indices: Sequence[int] | np.ndarray) -> ExampleView:
-        """A view of the examples at ``indices`` without copying images (see :class:`ExampleView`)."""
-        return ExampleView(self, np.asarray(indices, dtype=np.int64))
-
     def take(self, indices: Sequence[int] | np.ndarray, name: str | None = None) -> LabeledImages:
         """A copy holding the examples at ``indices``, keeping all classes (each must remain)."""
         index = np.asarray(indices, dtype=np.int64)
@@ -168,49 +164,6 @@ class LabeledImages:
         )
 
 
-@dataclass(frozen=True, eq=False)
-class ExampleView:
-    """Examples of ``parent`` at ``indices``, selected without copying the images.
-
-    Training loops index a view batch by batch with :meth:`gather`; only the gathered batch is
-    copied. Labels keep the parent's class indices.
-    """
-
-    parent: LabeledImages
-    indices: np.ndarray
-
-    def __post_init__(self) -> None:
-        index = np.asarray(self.indices)
-        if index.ndim != 1 or index.dtype.kind not in "iu":
-            raise DataError(
-                f"subset indices must be a 1-D integer array, got dtype {index.dtype} and shape "
-                f"{index.shape}; convert a boolean mask with np.flatnonzero(mask)."
-            )
-        n = len(self.parent)
-        if index.size and (index.min() < 0 or index.max() >= n):
-            raise DataError(
-                f"subset indices must lie in [0, {n}) for dataset {self.parent.name!r}, got "
-                f"range [{index.min()}, {index.max()}]."
-            )
-        object.__setattr__(self, "indices", _read_only(index.astype(np.int64, copy=False)))
-
-    def __len__(self) -> int:
-        return int(self.indices.shape[0])
-
-    @property
-    def labels(self) -> np.ndarray:
-        """``int64 [len(view)]`` labels of the viewed examples."""
-        return self.parent.labels[self.indices]
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes of the parent dataset."""
-        return self.parent.num_classes
-
-    def gather(self, batch_indices: Sequence[int] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(uint8 [B, C, H, W] images, int64 [B] labels)`` of view positions ``batch_indices``."""
-        rows = self.indices[np.asarray(batch_indices, dtype=np.int64)]
-        return self.parent.images[rows], self.parent.labels[rows]
 
 
 def select_classes(ds: LabeledImages, classes: Sequence[str | int]) -> LabeledImages:

@@ -65,6 +65,7 @@ from scipy.stats import false_discovery_control, hypergeom, spearmanr
 from ..atomic import read_json, write_json
 from ..errors import DataError, StoreError
 from ..outputs import OutputVariant
+from ..ranking import top_indices
 from ..sweep.masks import subset_masks
 from ..sweep.store import SweepStore
 from .difference_in_means import DEFAULT_CHUNK_MODELS, DifferenceInMeans, check_masks_outputs
@@ -848,9 +849,7 @@ class Diagnostics:
 
     def top_units(self) -> np.ndarray:
         """int ``[k]``: the top-``k`` units by overall score on ``side`` (NaN never listed)."""
-        oriented = _orient(self.overall, self.side)
-        valid = np.flatnonzero(np.isfinite(oriented))
-        return valid[np.argsort(-oriented[valid], kind="stable")][: self.k]
+        return top_indices(_orient(self.overall, self.side), self.k)
 
     def signal_to_noise(self) -> float:
         """Smallest ``oriented overall score / bootstrap SE`` among the top-``k`` units: how

@@ -16,6 +16,7 @@ import numpy as np
 from ..atomic import atomic_open
 from ..errors import DataError, StoreError
 from ..outputs import OutputVariant, output_variants
+from ..ranking import top_indices
 from .registry import estimator_names
 
 _METADATA_FIELDS = ("unit_names", "target_class_names", "variant", "num_models", "method",
@@ -115,9 +116,8 @@ class InfluenceResult:
             raise DataError(f"k must be >= 1, got {k}.")
         scores = (self.overall() if target_class is None
                   else self.per_class()[:, self._class_index(target_class)])
-        valid = np.flatnonzero(~np.isnan(scores))
-        order = valid[np.argsort(scores[valid] if harmful else -scores[valid], kind="stable")]
-        return [(self.unit_names[i], float(scores[i])) for i in order[:k]]
+        return [(self.unit_names[i], float(scores[i]))
+                for i in top_indices(scores, k, largest=not harmful)]
 
     def save(self, path: str | Path, *, overwrite: bool = False) -> None:
         """Write an ``.npz`` (arrays plus JSON metadata) atomically: a temporary file in the

@@ -25,6 +25,7 @@ from ..data.images import LabeledImages
 from ..errors import ConfigError, StoreError
 from ..models import build_model
 from ..models.base import TransferModel
+from ..ranking import top_indices
 from ..sweep.plan import SweepPlan, model_seed
 from ..training import pretrain_group
 from ..training.preprocess import to_inputs
@@ -115,8 +116,8 @@ class InfluenceFunctionResult:
         """The ``k`` most harmful (largest) or helpful (smallest) examples, overall or for
         column ``test`` of ``per_test``."""
         scores = self.total if test is None else self.per_test[:, test]
-        order = np.argsort(-scores if harmful else scores)[:k]
-        return [(self.unit_names[i], float(scores[i])) for i in order]
+        return [(self.unit_names[i], float(scores[i]))
+                for i in top_indices(scores, k, largest=harmful)]
 
 
 def run_influence_function(config: ExperimentConfig, args: InfluenceArgs, *,
@@ -127,7 +128,7 @@ def run_influence_function(config: ExperimentConfig, args: InfluenceArgs, *,
     saved = json.loads(args_path.read_text()) if args_path.exists() else None
     if saved is not None and saved != asdict(args) and not overwrite:
         raise StoreError(f"{args_path} holds a run with other arguments or another configuration"
-                         f" ({saved}); pass --overwrite to replace it, or use another store.")
+                         f" ({saved}); overwrite it (overwrite=True) or use another store.")
     if saved != asdict(args):
         for name in ("models.pt", "scores.npz", "validation.json",
                      "validation-checkpoint.json"):

@@ -32,7 +32,8 @@ def leave_one_out(problem: MultiStageProblem, index: int, x_test: torch.Tensor,
         raise InfluenceError(
             f"removing pretraining example {index} leaves the gradient norm at {float(moved):.3g},"
             f" already within tol {tol:g}: retraining would not move, and its 'true change' would"
-            " be 0. Train to a tighter tolerance (--train-tol) to measure leave-one-out changes.")
+            " be 0. Train to a tighter tolerance (the training tol) to measure leave-one-out"
+            " changes.")
     theta = minimize(lambda t: problem.pretrain_objective(t, weights), problem.theta, tol=tol,
                      max_iter=max_iter)
     phi = problem.refit(theta, tol=tol, max_iter=max_iter)

@@ -101,8 +101,8 @@ class PruningResult:
         (retraining is content-addressed, so equal rows hold the same models)."""
         if earlier.seeds != self.seeds:
             raise ConfigError(
-                f"the saved pruning result used --seeds {earlier.seeds}, this run {self.seeds};"
-                " rows with different seeds cannot share one reference. Pass --output to save"
+                f"the saved pruning result used {earlier.seeds} seeds, this run {self.seeds};"
+                " rows with different seeds cannot share one reference. Save this result"
                 " elsewhere, or rerun with the saved number of seeds."
             )
         mine = {(row.transfer, row.method, row.ratio) for row in self.rows}
@@ -167,7 +167,7 @@ def default_transfers(plan: SweepPlan) -> list[str]:
 def _check_request(plan: SweepPlan, methods: Sequence[str], transfers: Sequence[str]) -> None:
     """Everything a pruning run can refuse, refused before any training."""
     if not methods:
-        raise ConfigError("give at least one pruning method, e.g. --method lm,random.")
+        raise ConfigError("give at least one pruning method, e.g. lm and random.")
     unknown = [method for method in methods if method not in PRUNING_METHODS]
     if unknown:
         raise ConfigError(f"unknown pruning method(s) {unknown}; choose from"

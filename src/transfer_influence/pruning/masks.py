@@ -23,7 +23,7 @@ def check_ratios(ratios: Sequence[float]) -> list[float]:
     if not values or bad:
         raise ConfigError(
             f"pruning ratios must lie strictly between 0 and 1 (the fraction of source units"
-            f" removed), got {bad or 'none'}; e.g. --ratios 0.2,0.5,0.8."
+            f" removed), got {bad or 'none'}; e.g. 0.2, 0.5 and 0.8."
         )
     return values
 

@@ -44,7 +44,7 @@ def require_labels(surrogate: Surrogate, method: str) -> None:
         raise ConfigError(
             f"the {method!r} score needs the source labels, but the surrogate is"
             f" self-supervised (pretrain.objective = {surrogate.recipe.objective!r}), i.e. the"
-            " source is treated as unlabelled; use --method fm or random, or give"
+            " source is treated as unlabelled; use the fm or random method, or give"
             " [prune.surrogate.pretrain] a supervised objective."
         )
 
@@ -223,7 +223,7 @@ def score_source(plan: SweepPlan, method: str, surrogate: Surrogate, *,
         return MethodScores(method, "example", None, examples)
     if method == "influence":
         if influence is None:
-            raise ConfigError("--method influence ranks the source by the sweep's influence"
+            raise ConfigError("the influence method ranks the source by the sweep's influence"
                               " estimates, but no sweep store was found; run `transfer-influence"
                               " run CONFIG` first, or drop the influence method.")
         unit = plan.config.sweep.unit

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..analysis.failures import load_failures
 from ..analysis.projection import consensus_predictions, default_examples, project_labels
-from ..config import ExperimentConfig
+from ..config import ExperimentConfig, safe_name
 from ..counterfactual.experiment import CounterfactualResult
 from ..estimators.diagnostics import DiagnosticsSummary
 from ..estimators.result import InfluenceResult
@@ -41,7 +41,7 @@ def counterfactual_section(config: ExperimentConfig) -> CounterfactualSection | 
 
 def diagnostics_path(config: ExperimentConfig, variant: str) -> Path:
     """Where ``transfer-influence diagnose`` saves its summary for output ``variant``."""
-    return config.artifact_path(f"diagnostics-{variant}.json")
+    return config.artifact_path(f"diagnostics-{safe_name(variant)}.json")
 
 
 def saved_diagnostics(config: ExperimentConfig, influence: InfluenceResult

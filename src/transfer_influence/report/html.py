@@ -20,6 +20,7 @@ from ..atomic import atomic_open
 from ..data.images import LabeledImages
 from ..errors import DataError
 from ..pruning.experiment import PruningResult, RatioRow
+from ..ranking import top_indices
 from .figures import convergence_png, counterfactual_png, heatmap_png, pruning_png
 from .images import class_samples, grid_data_uri, png_data_uri, unit_samples
 from .inputs import ReportInputs
@@ -125,10 +126,8 @@ class _Page:
         """``(most helpful, most harmful)`` pairs by rank of ``scores [units]``, NaN never
         listed (as in :meth:`InfluenceResult.top`); at most half of the scored units each, so
         the two columns never share a unit."""
-        valid = np.flatnonzero(np.isfinite(scores))
-        k = min(self.top_k, max(1, valid.size // 2))
-        order = valid[np.argsort(-scores[valid], kind="stable")]
-        bottom = valid[np.argsort(scores[valid], kind="stable")]
+        order, bottom = top_indices(scores), top_indices(scores, largest=False)
+        k = min(self.top_k, max(1, order.size // 2))
         names = self.result.unit_names
         helpful = self.rows([(names[u], float(scores[u])) for u in order[:k]], se)
         harmful = self.rows([(names[u], float(scores[u])) for u in bottom[:k]], se)

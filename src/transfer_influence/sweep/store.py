@@ -1,13 +1,12 @@
 """The result store of a sweep: one zarr v3 group holding masks, outputs and completion flags.
 
-Layout (``M`` models, ``U`` units, ``T`` target examples, ``C`` target classes)::
+Layout (``M`` models, ``U`` units, ``T`` target examples)::
 
     masks                    bool    [M, U]
     outputs/correct_logit    float32 [M, T]   (NaN until written)
     outputs/max_other_logit  float32 [M, T]
     outputs/logsumexp        float32 [M, T]
     outputs/predicted        int64   [M, T]   (-1 until written)
-    outputs/logits           float32 [M, T, C]  (optional)
     target_labels            int64   [T]
     finished_at              float64 [M]      (Unix time a model was written; for ETAs)
     completed                bool    [M]
@@ -62,7 +61,6 @@ STORE_FORMAT = 1
 OUTPUT_FIELDS: tuple[str, ...] = ("correct_logit", "max_other_logit", "logsumexp", "predicted")
 _DIVERGED_FIELDS = {"diverged_step": ("int64", -1), "diverged_loss": ("float64", np.nan),
                     "diverged": (bool, False)}  # in write order: the flag last
-_LOGITS_CHUNK_BYTES = 16 * 2**20  # keep each [1, targets, classes] logits chunk near 16 MiB
 
 
 class DivergedModels(NamedTuple):
@@ -127,7 +125,6 @@ class SweepStore:
         self._attrs = attrs
         self._masks = group["masks"]
         self._outputs = {name: group[f"outputs/{name}"] for name in OUTPUT_FIELDS}
-        self._logits = group["outputs/logits"] if "logits" in group["outputs"] else None
         self._completed = group["completed"]
         self._finished_at = group["finished_at"]
         self._num_models = int(attrs["num_models"])
@@ -145,13 +142,10 @@ class SweepStore:
         target_class_names: Sequence[str],
         config_hash: str,
         fingerprints: dict[str, str],
-        store_logits_classes: int | None = None,
     ) -> SweepStore:
-        """Create an empty store; fails if anything already exists at ``path``.
-
-        ``store_logits_classes`` (the number of target classes) additionally keeps the full
-        logits ``[models, targets, classes]``; without it only the four reduced numbers are kept.
-        """
+        """Create an empty store; fails if anything already exists at ``path``. Per model and
+        target it keeps the four reduced numbers of :class:`TargetOutputs`, from which every
+        output variant is computed, not the full logits."""
         location = _store_location(path)
         labels = np.asarray(target_labels)
         unit_names = [str(name) for name in unit_names]
@@ -172,8 +166,6 @@ class SweepStore:
                 f" {len(class_names)} target_class_names; got range"
                 f" [{labels.min()}, {labels.max()}]."
             )
-        if store_logits_classes is not None and store_logits_classes < 2:
-            raise DataError("store_logits_classes must be the number of target classes (>= 2).")
         try:
             group = zarr.open_group(location, mode="w-")
         except FileExistsError as error:
@@ -192,13 +184,6 @@ class SweepStore:
             outputs.create_array(
                 name, shape=(num_models, num_targets), chunks=(1, num_targets),
                 dtype="int64" if is_int else "float32", fill_value=-1 if is_int else np.nan,
-            )
-        if store_logits_classes is not None:
-            targets_per_chunk = max(1, _LOGITS_CHUNK_BYTES // (4 * store_logits_classes))
-            outputs.create_array(
-                "logits", shape=(num_models, num_targets, store_logits_classes),
-                chunks=(1, min(num_targets, targets_per_chunk), store_logits_classes),
-                dtype="float32", fill_value=np.nan,
             )
         group.create_array("target_labels", data=labels.astype(np.int64))
         group.create_array(
@@ -259,7 +244,6 @@ class SweepStore:
         target_class_names: Sequence[str],
         config_hash: str,
         fingerprints: dict[str, str],
-        store_logits_classes: int | None = None,
     ) -> SweepStore:
         """Resume a sweep: open the store at ``path`` if it exists, checking that it belongs to
         this configuration and has the expected shapes, and :meth:`grow` it when ``num_models``
@@ -277,20 +261,18 @@ class SweepStore:
             return cls.create(
                 path, num_models=num_models, unit_names=unit_names, target_labels=target_labels,
                 target_class_names=target_class_names, config_hash=config_hash,
-                fingerprints=fingerprints, store_logits_classes=store_logits_classes,
+                fingerprints=fingerprints,
             )
         expected = {
             "unit names": [str(name) for name in unit_names],
             "target class names": [str(name) for name in target_class_names],
             "target labels": np.asarray(target_labels).tolist(),
-            "logits classes": store_logits_classes,
             "dataset fingerprints": {str(k): str(v) for k, v in fingerprints.items()},
         }
         found = {
             "unit names": store.unit_names,
             "target class names": store.target_class_names,
             "target labels": store.target_labels.tolist(),
-            "logits classes": None if store._logits is None else store._logits.shape[2],
             "dataset fingerprints": store.fingerprints,
         }
         for key, value in expected.items():
@@ -334,7 +316,7 @@ class SweepStore:
             return
         arrays = [self._masks, self._completed, self._finished_at, *self._outputs.values(),
                   *self._diverged.values()]
-        for array in arrays + ([self._logits] if self._logits is not None else []):
+        for array in arrays:
             array.resize((num_models, *array.shape[1:]))  # chunks stay one model each
         # Last, in one atomic metadata write: from here on readers see the new size.
         self._group.attrs["num_models"] = num_models
@@ -391,11 +373,6 @@ class SweepStore:
         """Number of target examples."""
         return int(self._outputs["correct_logit"].shape[1])
 
-    @property
-    def has_logits(self) -> bool:
-        """Whether full logits are stored."""
-        return self._logits is not None
-
     # ----------------------------------------------------------------- progress
     def completed(self) -> np.ndarray:
         """bool ``[models]``: which models are fully written."""
@@ -449,28 +426,20 @@ class SweepStore:
         return self.num_completed, self.num_models
 
     # ----------------------------------------------------------------- writing
-    def write_model(
-        self, index: int, mask: np.ndarray, outputs: TargetOutputs,
-        logits: np.ndarray | None = None,
-    ) -> None:
-        """Write one model: ``mask`` ``[units]``, ``outputs`` of shape ``[1, targets]`` and,
-        when the store keeps them, ``logits`` ``[1, targets, classes]``."""
-        self.write_models(
-            np.array([index]), np.asarray(mask)[None, :], outputs, logits=logits
-        )
+    def write_model(self, index: int, mask: np.ndarray, outputs: TargetOutputs) -> None:
+        """Write one model: ``mask`` ``[units]`` and ``outputs`` of shape ``[1, targets]``."""
+        self.write_models(np.array([index]), np.asarray(mask)[None, :], outputs)
 
     def write_models(
         self, indices: np.ndarray | Sequence[int], masks: np.ndarray, outputs: TargetOutputs,
-        logits: np.ndarray | None = None,
     ) -> None:
-        """Write models ``indices``: their masks ``[n, units]``, outputs ``[n, targets]`` (and
-        logits ``[n, targets, classes]`` if the store keeps them), then their ``completed``
-        flags.
+        """Write models ``indices``: their masks ``[n, units]`` and outputs ``[n, targets]``,
+        then their ``completed`` flags.
 
         Rewriting an already completed model is allowed only with identical data (a retried
         task); different data raises :class:`StoreError` and leaves the store unchanged.
         """
-        idx, masks, arrays = self._validate_write(indices, masks, outputs, logits)
+        idx, masks, arrays = self._validate_write(indices, masks, outputs)
         done = np.asarray(self._completed.oindex[idx], dtype=bool)  # only these models' flags
         if done.any():
             self._check_identical(idx[done], masks[done], {k: v[done] for k, v in arrays.items()})
@@ -483,8 +452,7 @@ class SweepStore:
         rows = _selection(idx[order])
         self._masks.oindex[rows, :] = masks[order]
         for name, value in arrays.items():
-            target = self._logits if name == "logits" else self._outputs[name]
-            target.oindex[(rows,) + (slice(None),) * (value.ndim - 1)] = value[order]
+            self._outputs[name].oindex[rows, :] = value[order]
         self._finished_at.oindex[rows] = np.full(idx.size, time.time())
         # Flags strictly after the data: an interruption above leaves these models missing.
         self._completed.oindex[rows] = np.ones(idx.size, dtype=bool)
@@ -531,7 +499,6 @@ class SweepStore:
 
     def _validate_write(
         self, indices: np.ndarray | Sequence[int], masks: np.ndarray, outputs: TargetOutputs,
-        logits: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
         """Check shapes, dtypes, index range and finiteness; return arrays ready to write."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -556,23 +523,9 @@ class SweepStore:
                              dtype=np.int64 if name == "predicted" else np.float32)
             for name in OUTPUT_FIELDS
         }
-        if (logits is None) != (self._logits is None):
-            raise DataError(
-                "this store keeps full logits, pass logits= [models, targets, classes]"
-                if self._logits is not None
-                else "this store was created without logits (store_logits_classes=None);"
-                " do not pass logits, or create a new store that keeps them."
-            )
-        if logits is not None:
-            arrays["logits"] = np.asarray(logits, dtype=np.float32)
-            if arrays["logits"].shape != (n,) + tuple(self._logits.shape[1:]):
-                raise DataError(
-                    f"logits must have shape {(n,) + tuple(self._logits.shape[1:])}, got"
-                    f" {arrays['logits'].shape}."
-                )
         for name, value in arrays.items():
             if name != "predicted" and not np.isfinite(value).all():
-                bad = idx[~np.isfinite(value).reshape(n, -1).all(axis=1)]
+                bad = idx[~np.isfinite(value).all(axis=1)]
                 raise DataError(
                     f"outputs.{name} of models {bad.tolist()} contain NaN or inf, so training"
                     " diverged; lower the learning rate or check the data, then rerun them."
@@ -585,9 +538,7 @@ class SweepStore:
         """Raise unless the already completed models ``idx`` hold exactly this data."""
         same = np.array_equal(self._masks.oindex[idx, :], masks)
         for name, value in arrays.items():
-            source = self._logits if name == "logits" else self._outputs[name]
-            stored = source.oindex[(idx,) + (slice(None),) * (value.ndim - 1)]
-            same = same and np.array_equal(stored, value)
+            same = same and np.array_equal(self._outputs[name].oindex[idx, :], value)
         if not same:
             raise StoreError(
                 f"models {idx.tolist()} are already completed in {self.path} with different"
@@ -623,16 +574,6 @@ class SweepStore:
         return TargetOutputs(
             **{name: np.asarray(self._outputs[name].oindex[rows, :]) for name in OUTPUT_FIELDS}
         )
-
-    def read_logits(self, indices: np.ndarray | Sequence[int] | None = None) -> np.ndarray:
-        """float32 ``[models, targets, classes]`` of ``indices`` (default: completed models)."""
-        if self._logits is None:
-            raise StoreError(
-                f"{self.path} keeps no full logits; create the sweep with logits stored"
-                " (store_logits_classes) to read them."
-            )
-        rows = _selection(self._completed_indices(indices))
-        return np.asarray(self._logits.oindex[rows, :, :], dtype=np.float32)
 
     def iter_completed_chunks(self, chunk_models: int = 256) -> Iterator[ModelChunk]:
         """Yield the completed models in blocks of at most ``chunk_models``, in index order, so
