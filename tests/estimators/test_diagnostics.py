@@ -9,7 +9,6 @@ from transfer_influence.errors import DataError, StoreError
 from transfer_influence.estimators import difference_in_means
 from transfer_influence.estimators.diagnostics import (
     SweepSource,
-    _PoissonBootstrap,
     bootstrap_se,
     bootstrap_summary,
     diagnose,
@@ -20,6 +19,7 @@ from transfer_influence.estimators.diagnostics import (
     spearman_brown,
     split_half_agreement,
 )
+from transfer_influence.estimators.diagnostics.statistics import _PoissonBootstrap
 from transfer_influence.outputs import TargetOutputs
 from transfer_influence.sweep.masks import subset_masks
 from transfer_influence.sweep.store import SweepStore
