@@ -783,9 +783,9 @@ def agreement(
     per class), the sweep's class influence and the LM / FM pruning scores (Spearman, with
     permutation p-values), from whatever has been computed."""
     plan = SweepPlan.from_config(load_config(config))
-    store = Path(plan.config.store_path())
+    store = plan.config.store_path()
     sweep = (_influence(plan.config, variant, plan.read_store())
-             if store.exists() or "://" in str(store) else None)
+             if "://" in store or Path(store).exists() else None)
     table = experiment_agreement(
         plan, influence_function=saved_influence_function(plan), sweep=sweep,
         surrogate=train_surrogate(plan, quiet=False) if surrogate else None, config=str(config),
