@@ -15,16 +15,23 @@ The public API, stage by stage (see docs/architecture.md):
   :func:`fit_ridge`, :func:`fit_lasso`, :func:`diagnose_store`, :func:`register_estimator`
   (:class:`Estimate`), :func:`register_output_variant`
 - analyses: :func:`run_counterfactual`, :func:`project_labels`, :func:`debug_failures`,
-  :func:`find_leakage`
+  :func:`find_leakage`, :func:`experiment_agreement` (:class:`AgreementTable`: rank agreement
+  of the source classes between the methods)
 - pruning: :func:`train_surrogate`, :func:`score_source`, :func:`run_pruning`,
   :class:`PruningResult`
 - report: :func:`build_report`, :func:`write_experiment_report`
 - influence functions (method 3): :class:`MultiStageProblem`, :class:`FixedFeature`,
   :class:`Proximal`, :class:`SolverOptions`, :func:`validate_influence`,
-  :func:`run_influence_function`
+  :func:`run_influence_function`, :func:`saved_influence_function`
 """
 
-from .analysis import debug_failures, find_leakage, project_labels
+from .analysis import (
+    AgreementTable,
+    debug_failures,
+    experiment_agreement,
+    find_leakage,
+    project_labels,
+)
 from .config import ExperimentConfig, load_config, parse_config, safe_name
 from .counterfactual import run_counterfactual
 from .data import (
@@ -64,7 +71,11 @@ from .influence_functions import (
     Proximal,
     SolverOptions,
 )
-from .influence_functions.experiment import InfluenceArgs, run_influence_function
+from .influence_functions.experiment import (
+    InfluenceArgs,
+    run_influence_function,
+    saved_influence_function,
+)
 from .influence_functions.validate import validate as validate_influence
 from .models import TransferModel, build_model, register_model
 from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant, register_output_variant
@@ -86,6 +97,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "OUTPUT_VARIANTS",
+    "AgreementTable",
     "CGNotConvergedError",
     "ConfigError",
     "DataError",
@@ -120,6 +132,7 @@ __all__ = [
     "difference_in_means",
     "divergence_association_store",
     "estimate_influence",
+    "experiment_agreement",
     "fashion_digits_suite",
     "find_leakage",
     "finetune_group",
@@ -145,6 +158,7 @@ __all__ = [
     "run_ray",
     "run_shard",
     "safe_name",
+    "saved_influence_function",
     "score_source",
     "split_fashion_suite",
     "subset_masks",

@@ -31,6 +31,7 @@ from .analysis import (
     project_labels,
     save_failures,
 )
+from .analysis.agreement import experiment_agreement
 from .config import ExperimentConfig, load_config, parse_config, read_toml, safe_name
 from .counterfactual import STRATEGIES, CounterfactualResult, run_counterfactual
 from .data.images import LabeledImages
@@ -43,9 +44,13 @@ from .estimators.diagnostics import (
     divergence_association_store,
 )
 from .estimators.registry import estimator_names
-from .influence_functions.experiment import InfluenceArgs, run_influence_function
+from .influence_functions.experiment import (
+    InfluenceArgs,
+    run_influence_function,
+    saved_influence_function,
+)
 from .outputs import OUTPUT_VARIANTS, output_variants
-from .pruning import PRUNING_METHODS, PruningResult, run_pruning
+from .pruning import PRUNING_METHODS, PruningResult, run_pruning, train_surrogate
 from .report import diagnostics_path, saved_diagnostics, write_experiment_report
 from .sweep.plan import SweepPlan
 from .sweep.runners import init_store, run_local, run_ray, run_shard
@@ -769,6 +774,50 @@ def influence_function(
                       f" {v.pearson:.3f}, Spearman {v.spearman:.3f}; identity-Hessian ablation:"
                       f" Pearson {v.ablation_pearson:.3f}, Spearman {v.ablation_spearman:.3f}")
     console.print(f"saved -> {experiment.artifact_path('influence-function.scores.npz')}")
+
+
+AGREEMENT_SCORES_SHOWN = 30
+"""``agreement`` prints every class's scores up to this many source classes."""
+
+
+@app.command()
+@_friendly_errors
+def agreement(
+    config: ConfigArg,
+    surrogate: Annotated[bool, typer.Option(
+        help="train the pruning surrogate for LM / FM if `prune` has not cached it yet")] = True,
+    variant: VariantOpt = "prob_correct",
+    seed: Annotated[int, typer.Option(help="seeds the random permutations of p-values")] = 0,
+) -> None:
+    """Rank agreement of the source classes between the methods: influence functions (summed
+    per class), the sweep's class influence and the LM / FM pruning scores (Spearman, with
+    permutation p-values), from whatever has been computed."""
+    plan = SweepPlan.from_config(load_config(config))
+    store = plan.config.store_path()
+    sweep = (_influence(plan.config, variant, plan.read_store())
+             if "://" in store or Path(store).exists() else None)
+    table = experiment_agreement(
+        plan, influence_function=saved_influence_function(plan), sweep=sweep,
+        surrogate=train_surrogate(plan, quiet=False) if surrogate else None, config=str(config),
+        seed=seed)
+    out = Table(title=f"rank agreement over {len(table.class_names)} source classes"
+                      " (higher = more helpful in every method)")
+    for column in ("methods", "Spearman rho", "p-value", "classes"):
+        out.add_column(column, justify="left" if column == "methods" else "right")
+    for row in table.rows:
+        out.add_row(f"{row.first} vs {row.second}", f"{row.rho:+.3f}",
+                    f"{row.p_value:.3g}{' (exact)' if row.exact else ''}", str(row.classes))
+    console.print(out)
+    if table.scores and len(table.class_names) <= AGREEMENT_SCORES_SHOWN:
+        scores = Table(title="class scores (higher = more helpful)")
+        scores.add_column("source class")
+        for method in table.scores:
+            scores.add_column(method, justify="right")
+        for c, name in enumerate(table.class_names):
+            scores.add_row(name, *(f"{values[c]:+.4g}" for values in table.scores.values()))
+        console.print(scores)
+    for method, how in table.missing.items():
+        console.print(f"no {method} scores: needs `{how}`")
 
 
 QUICKSTART = "quickstart.toml"

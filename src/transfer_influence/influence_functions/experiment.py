@@ -120,6 +120,42 @@ class InfluenceFunctionResult:
                 for i in top_indices(scores, k, largest=harmful)]
 
 
+def example_names(source: LabeledImages) -> list[str]:
+    """``"<class>#<index>"`` of every source example: the example-unit names of a sweep, which
+    the report's image helpers resolve to the example's image."""
+    return [f"{source.class_names[y]}#{i}" for i, y in enumerate(source.labels)]
+
+
+def saved_influence_function(plan: SweepPlan) -> InfluenceFunctionResult | None:
+    """The influences ``transfer-influence influence-function`` saved beside ``plan``'s store
+    (with the validation when one was run), or None when it has not run. A run of another
+    configuration is refused rather than shown as this one's."""
+    config = plan.config
+    prefix = "influence-function"
+    scores_path = config.artifact_path(f"{prefix}.scores.npz")
+    if not scores_path.exists():
+        return None
+    args_path = config.artifact_path(f"{prefix}.args.json")
+    saved = json.loads(args_path.read_text()) if args_path.exists() else {}
+    if saved.get("config_hash") != config.config_hash():
+        raise StoreError(f"{scores_path} was computed for another configuration (hash"
+                         f" {saved.get('config_hash')}, this one {config.config_hash()}); rerun"
+                         " `transfer-influence influence-function CONFIG --overwrite`.")
+    with np.load(scores_path) as scores:
+        total, per_test, tests = (scores[k] for k in ("total", "per_test", "tests"))
+    if total.shape != (len(plan.data.source),):
+        raise StoreError(f"{scores_path} scores {total.shape[0]} pretraining examples, the"
+                         f" source has {len(plan.data.source)}; rerun with --overwrite.")
+    validation_path = config.artifact_path(f"{prefix}.validation.json")
+    validation = None
+    if validation_path.exists():
+        summary = json.loads(validation_path.read_text())
+        validation = Validation(**{k: summary[k] for k in
+                                   ("indices", "predicted", "actual", "ablation")})
+    return InfluenceFunctionResult(example_names(plan.data.source), total, per_test, tests,
+                                   validation)
+
+
 def run_influence_function(config: ExperimentConfig, args: InfluenceArgs, *,
                            overwrite: bool = False) -> InfluenceFunctionResult:
     """Compute (or resume) the influences of an experiment; see the module docstring."""
@@ -140,8 +176,7 @@ def run_influence_function(config: ExperimentConfig, args: InfluenceArgs, *,
     options = SolverOptions(args.solver, args.damping, args.cg_tol)  # type: ignore[arg-type]
     x_test, y_test = _tensors(plan.data.target_test, config)
     scores_path = config.artifact_path(f"{prefix}.scores.npz")
-    names = [f"{plan.data.source.class_names[y]}#{i}"
-             for i, y in enumerate(plan.data.source.labels)]
+    names = example_names(plan.data.source)
     if scores_path.exists():
         with np.load(scores_path) as saved_scores:
             total, per_test, tests = (saved_scores[k] for k in ("total", "per_test", "tests"))

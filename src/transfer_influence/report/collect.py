@@ -12,13 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
+from ..analysis.agreement import AgreementTable, experiment_agreement
 from ..analysis.failures import load_failures
 from ..analysis.projection import consensus_predictions, default_examples, project_labels
 from ..config import ExperimentConfig, safe_name
 from ..counterfactual.experiment import CounterfactualResult
 from ..estimators.diagnostics import DiagnosticsSummary
 from ..estimators.result import InfluenceResult
+from ..influence_functions.experiment import InfluenceFunctionResult, saved_influence_function
 from ..pruning.experiment import PruningResult
+from ..pruning.surrogate import Surrogate, surrogate_path, train_surrogate
 from ..sweep.plan import SweepPlan
 from ..sweep.store import SweepStore
 from .html import build_report
@@ -64,6 +67,22 @@ def diagnostics_section(summary: DiagnosticsSummary | None) -> DiagnosticsSectio
         convergence=ConvergenceSeries(summary.convergence_models, summary.convergence_mean_se))
 
 
+def cached_surrogate(plan: SweepPlan) -> Surrogate | None:
+    """The pruning surrogate if ``transfer-influence prune`` has trained it, else None (a
+    report never trains)."""
+    return train_surrogate(plan) if surrogate_path(plan).exists() else None
+
+
+def agreement_section(plan: SweepPlan, influence: InfluenceResult,
+                      influence_function: InfluenceFunctionResult | None, *,
+                      config_path: str | None = None) -> AgreementTable:
+    """The agreement between the methods computed so far (see
+    :mod:`~transfer_influence.analysis.agreement`); those not computed are listed as missing."""
+    return experiment_agreement(plan, influence_function=influence_function, sweep=influence,
+                                surrogate=cached_surrogate(plan),
+                                config=config_path or "CONFIG")
+
+
 def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: InfluenceResult, *,
                           config_path: str | None = None) -> ReportInputs:
     """Everything the report shows, from the saved results of ``plan``'s experiment;
@@ -92,6 +111,7 @@ def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: Influen
         summary["held-out LDS"] = f"{influence.heldout_lds:.3f}"
     diagnostics = saved_diagnostics(config, influence)
     pruning_path = config.artifact_path("prune.json")
+    influence_function = saved_influence_function(plan)
     return ReportInputs(
         title=f"transfer-influence report: {config.name}",
         influence=influence,
@@ -106,6 +126,9 @@ def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: Influen
         overall_se=None if diagnostics is None else np.asarray(diagnostics.se_overall),
         per_class_se=None if diagnostics is None else np.asarray(diagnostics.se_per_class),
         pruning=PruningResult.load(pruning_path) if pruning_path.exists() else None,
+        influence_function=influence_function,
+        agreement=agreement_section(plan, influence, influence_function,
+                                    config_path=config_path),
     )
 
 

@@ -19,6 +19,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
+from ..influence_functions.validate import Validation
 from ..pruning.experiment import PruningResult
 from .inputs import ConvergenceSeries, CounterfactualSection
 
@@ -146,4 +147,31 @@ def convergence_png(curve: ConvergenceSeries) -> bytes:
     axes.set_ylabel("mean standard error")
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=8)
+    return _png(figure)
+
+
+def validation_png(validation: Validation) -> bytes:
+    """Predicted against true leave-one-out changes of the summed target test loss, one point
+    per removed pretraining example (Chen et al. 2020, Fig. 2/3): the solved influence on the
+    left with the line ``predicted = true``, the identity-Hessian ablation on the right (its
+    scale is arbitrary, so only its correlation is comparable)."""
+    figure = Figure(figsize=(9.0, 3.9), dpi=DPI, layout="constrained")
+    panels = [("influence function", validation.predicted, validation.pearson,
+               validation.spearman),
+              ("identity-Hessian ablation", validation.ablation, validation.ablation_pearson,
+               validation.ablation_spearman)]
+    for column, (name, predicted, pearson, spearman) in enumerate(panels):
+        axes = figure.add_subplot(1, 2, column + 1)
+        axes.scatter(predicted, validation.actual, s=18, alpha=0.75,
+                     color="C0" if column == 0 else "C1")
+        if column == 0:
+            values = np.concatenate([validation.predicted, validation.actual])
+            low, high = float(values.min()), float(values.max())
+            axes.plot([low, high], [low, high], color="0.5", linestyle=":", linewidth=1,
+                      label="predicted = true")
+            axes.legend(fontsize=8, loc="upper left")
+        axes.set_title(f"{name}: r = {pearson:.2f}, \u03c1 = {spearman:.2f}", fontsize=10)
+        axes.set_xlabel("predicted change of the test loss")
+        axes.set_ylabel("true change (retrained)")
+        axes.grid(alpha=0.3)
     return _png(figure)

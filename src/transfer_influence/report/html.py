@@ -21,7 +21,13 @@ from ..data.images import LabeledImages
 from ..errors import DataError
 from ..pruning.experiment import PruningResult, RatioRow
 from ..ranking import top_indices
-from .figures import convergence_png, counterfactual_png, heatmap_png, pruning_png
+from .figures import (
+    convergence_png,
+    counterfactual_png,
+    heatmap_png,
+    pruning_png,
+    validation_png,
+)
 from .images import class_samples, grid_data_uri, png_data_uri, unit_samples
 from .inputs import ReportInputs
 
@@ -36,6 +42,9 @@ _ENVIRONMENT = jinja2.Environment(
 
 PRUNED_CLASSES_SHOWN = 24
 """Most class names (with sample images) the pruning section lists per method."""
+
+AGREEMENT_CLASSES_SHOWN = 3
+"""Most and least helpful source classes the agreement section names per method."""
 
 
 @dataclass(frozen=True)
@@ -281,6 +290,54 @@ class _Page:
                 "classes": self.rows([(name, 0.0) for name in shown[:PRUNED_CLASSES_SHOWN]],
                                      None)}
 
+    def example_rows(self, scores: np.ndarray) -> list[tuple[dict, dict]]:
+        """``(most helpful, most harmful)`` pretraining examples by multi-stage influence
+        ``scores [examples]`` (positive = harmful): each with its name (``<class>#<index>``),
+        score and image; at most half of the examples each, so the two columns never share
+        one."""
+        images = self.inputs.source.images
+        names = self.inputs.influence_function.unit_names  # type: ignore[union-attr]
+        k = min(self.top_k, max(1, scores.size // 2))
+
+        def row(index: int) -> dict:
+            return {"name": names[index], "score": float(scores[index]),
+                    "image": grid_data_uri(images[index:index + 1], columns=1, min_side=48)}
+
+        helpful = np.argsort(scores, kind="stable")[:k]
+        harmful = np.argsort(-scores, kind="stable")[:k]
+        return [(row(a), row(b)) for a, b in zip(helpful, harmful)]
+
+    def influence_function(self) -> dict | None:
+        """The most helpful and harmful pretraining examples on the summed target test loss
+        and on each target test example scored alone, and the validation scatter."""
+        scored = self.inputs.influence_function
+        if scored is None:
+            return None
+        target = self.inputs.target_test
+        tests = [{"index": int(t), "image": self.target_image(int(t)),
+                  "cls": target.class_names[target.labels[int(t)]],
+                  "ranking": self.example_rows(scored.per_test[:, j])}
+                 for j, t in enumerate(scored.test_indices)]
+        validation = scored.validation
+        return {"examples": len(scored.total), "overall": self.example_rows(scored.total),
+                "tests": tests, "validation": validation,
+                "figure": None if validation is None else png_data_uri(
+                    validation_png(validation))}
+
+    def agreement(self) -> dict | None:
+        """The rank agreement table, with each method's most helpful class."""
+        table = self.inputs.agreement
+        if table is None:
+            return None
+        ends = {}
+        for method, values in table.scores.items():
+            valid = np.flatnonzero(np.isfinite(values))
+            k = min(AGREEMENT_CLASSES_SHOWN, valid.size // 2)
+            order = valid[np.argsort(-values[valid], kind="stable")]
+            ends[method] = ([table.class_names[c] for c in order[:k]],
+                            [table.class_names[c] for c in order[::-1][:k]])
+        return {"table": table, "ends": ends}
+
     def facts(self) -> list[tuple[str, str]]:
         source, target, result = self.inputs.source, self.inputs.target_test, self.result
         return [
@@ -308,6 +365,8 @@ class _Page:
             "failures": self.failures(),
             "diagnostics": self.diagnostics(),
             "pruning": self.pruning(),
+            "influence_function": self.influence_function(),
+            "agreement": self.agreement(),
             "config": inputs.config_hint,
         }
 

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..analysis.agreement import AgreementTable
 from ..analysis.failures import FailureDebug
 from ..analysis.projection import LabelProjection
 from ..counterfactual.experiment import CounterfactualResult
 from ..data.images import LabeledImages
 from ..errors import DataError
 from ..estimators.result import InfluenceResult
+from ..influence_functions.experiment import InfluenceFunctionResult
 from ..pruning.experiment import PruningResult
 
 CURVE_NAMES = {
@@ -171,6 +173,9 @@ class ReportInputs:
         counterfactual, diagnostics: optional analysis sections.
         projections, failures: optional results of ``project_labels`` / ``debug_failures``.
         pruning: an optional result of ``run_pruning`` (``transfer-influence prune``).
+        influence_function: optional multi-stage influences of the source examples
+            (``transfer-influence influence-function``), with their validation if run.
+        agreement: an optional table of rank agreement between the methods.
     """
 
     title: str
@@ -186,6 +191,8 @@ class ReportInputs:
     failures: Sequence[FailureDebug] | None = None
     diagnostics: DiagnosticsSection | None = None
     pruning: PruningResult | None = None
+    influence_function: InfluenceFunctionResult | None = None
+    agreement: AgreementTable | None = None
 
     def __post_init__(self) -> None:
         result, target = self.influence, self.target_test
@@ -210,10 +217,18 @@ class ReportInputs:
                                 f" {list(np.shape(value))}.")
         indices = [p.target_index for p in self.projections or ()]
         indices += [f.target_index for f in self.failures or ()]
+        if self.influence_function is not None:
+            scored = self.influence_function
+            if len(scored.total) != len(self.source):
+                raise DataError(f"the influence-function scores cover {len(scored.total)}"
+                                f" pretraining examples, the source has {len(self.source)};"
+                                " pass the source they were computed on.")
+            indices += [int(t) for t in scored.test_indices]
         bad = sorted({i for i in indices if not 0 <= i < targets})
         if bad:
-            raise DataError(f"target example indices {bad} of the projections/failures are out"
-                            f" of range for {targets} target test examples.")
+            raise DataError(f"target example indices {bad} of the projections, failures or"
+                            f" influence functions are out of range for {targets} target test"
+                            " examples.")
         object.__setattr__(self, "summary",
                            {str(key): str(value) for key, value in self.summary.items()})
 
