@@ -324,7 +324,15 @@ class MultiStageProblem:
     def test_vector(self, x: torch.Tensor, y: torch.Tensor,
                     options: SolverOptions = SolverOptions()) -> Flat:
         """``q`` with ``I(z, test set) = q . grad g(z)`` for the summed loss on ``x, y`` (one
-        example: a batch of one), in the pretrained parameters' space (see module docstring)."""
+        example: a batch of one), in the pretrained parameters' space (see module docstring):
+        ``H_G^-1`` applied to :meth:`fine_tuning_side`."""
+        return self.pretrain_solve(self.fine_tuning_side(x, y, options), options)
+
+    def fine_tuning_side(self, x: torch.Tensor, y: torch.Tensor,
+                         options: SolverOptions = SolverOptions()) -> Flat:
+        """The vector the pretraining Hessian is inverted against: the fine-tuning stage's
+        sensitivity of the summed test loss on ``x, y`` to the backbone ``W`` (0 on ``U``);
+        its fine-tuning Hessian solves use CG for ``ekfac``."""
         phi, w = self.phi, self.w_size
         grad_f = grad(self.test_loss)(phi, x, y)
         if isinstance(self.finetune, FixedFeature):
@@ -337,8 +345,7 @@ class MultiStageProblem:
         else:
             u = options.solve(lambda v: hvp(self.finetune_objective, phi, v), grad_f)
             side = -2.0 * self.finetune.alpha * u[:w]
-        padded = torch.cat([side, torch.zeros_like(self.theta[w:])])
-        return self.pretrain_solve(padded, options)
+        return torch.cat([side, torch.zeros_like(self.theta[w:])])
 
     def scores(self, vectors: Flat, indices: np.ndarray | None = None) -> torch.Tensor:
         """Influences ``[examples, vectors]`` of pretraining examples (all, or ``indices``) for
