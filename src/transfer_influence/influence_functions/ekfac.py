@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import hessian, vmap
 
-from .hessian import Flat, InfluenceError, ParamLayout
+from .hessian import Flat, InfluenceError, ParamLayout, flat_directions
 
 SUPPORTED = (nn.Linear, nn.Conv2d)
 """Layer types EK-FAC factors; any other layer with parameters is refused."""
@@ -82,8 +82,7 @@ class EKFAC:
             rotated = layer.output_basis.T @ matrix @ layer.input_basis
             values = layer.eigenvalues + self.decay + math.sqrt(damping)
             if inverse:
-                scale = values.abs().max().clamp_min(torch.finfo(values.dtype).tiny)
-                flat = values <= scale * values.numel() * torch.finfo(values.dtype).eps
+                flat = flat_directions(values)
                 rotated = torch.where(flat, torch.zeros_like(rotated),
                                       rotated / torch.where(flat, torch.ones_like(values), values))
             else:
