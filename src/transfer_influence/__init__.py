@@ -22,7 +22,8 @@ The public API, stage by stage (see docs/architecture.md):
 - report: :func:`build_report`, :func:`write_experiment_report`
 - influence functions (method 3): :class:`MultiStageProblem`, :class:`FixedFeature`,
   :class:`Proximal`, :class:`SolverOptions`, :func:`validate_influence`,
-  :func:`run_influence_function`, :func:`saved_influence_function`
+  :func:`run_influence_function`, :func:`saved_influence_function`, :func:`fit_ekfac`
+  (:class:`EKFAC`)
 """
 
 from .analysis import (
@@ -64,12 +65,14 @@ from .estimators import (
     register_estimator,
 )
 from .influence_functions import (
+    EKFAC,
     CGNotConvergedError,
     FixedFeature,
     InfluenceError,
     MultiStageProblem,
     Proximal,
     SolverOptions,
+    fit_ekfac,
 )
 from .influence_functions.experiment import (
     InfluenceArgs,
@@ -96,6 +99,7 @@ from .training import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "EKFAC",
     "OUTPUT_VARIANTS",
     "AgreementTable",
     "CGNotConvergedError",
@@ -136,6 +140,7 @@ __all__ = [
     "fashion_digits_suite",
     "find_leakage",
     "finetune_group",
+    "fit_ekfac",
     "fit_lasso",
     "fit_ridge",
     "load_config",

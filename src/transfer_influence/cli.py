@@ -744,8 +744,10 @@ def influence_function(
     validate: Annotated[int, typer.Option(
         help="really remove this many pretraining examples, retrain, and correlate")] = 0,
     tests: Annotated[int, typer.Option(help="target test examples scored one by one")] = 5,
-    solver: Annotated[str, typer.Option(help="cg, exact (tiny models) or identity")] = "cg",
-    damping: Annotated[float, typer.Option(help="damping of (H^2 + damping I)")] = 0.0,
+    solver: Annotated[str, typer.Option(
+        help="cg, exact (tiny models), identity, or ekfac (EK-FAC pretraining Hessian)")] = "cg",
+    damping: Annotated[float, typer.Option(
+        help="damping of (H^2 + damping I); ekfac adds sqrt(damping)")] = 0.0,
     cg_tol: Annotated[float, typer.Option(help="CG relative residual tolerance")] = 1e-6,
     train_tol: Annotated[float, typer.Option(help="gradient norm at the optima")] = 1e-6,
     k: Annotated[int, typer.Option(help="examples per list")] = 5,

@@ -2,10 +2,12 @@
 
 - :mod:`.hessian`: Hessian-vector products, per-example gradients, inverse-Hessian-vector
   products (exact, conjugate gradients on ``H^2``);
+- :mod:`.ekfac`: EK-FAC inverse-Hessian-vector products for large pretraining Hessians;
 - :mod:`.optimize`: full-batch L-BFGS to an optimum;
 - :mod:`.multistage`: the two cases (fixed and proximally fine-tuned embedding).
 """
 
+from .ekfac import EKFAC, fit_ekfac
 from .hessian import (
     CGNotConvergedError,
     InfluenceError,
@@ -27,6 +29,7 @@ from .multistage import (
 from .optimize import minimize
 
 __all__ = [
+    "EKFAC",
     "CGNotConvergedError",
     "FixedFeature",
     "InfluenceError",
@@ -36,6 +39,7 @@ __all__ = [
     "SolverOptions",
     "check_batch_independent",
     "cross_entropy_loss",
+    "fit_ekfac",
     "hvp",
     "ihvp_cg",
     "ihvp_exact",

@@ -116,6 +116,13 @@ def materialize_hessian(hvp_fn: Callable[[Flat], Flat], size: int, *, dtype: tor
     return (hessian + hessian.T) / 2
 
 
+def flat_directions(values: torch.Tensor) -> torch.Tensor:
+    """Which curvature ``values`` are zero up to round-off relative to the largest: the
+    directions a pseudo-inverse sends to 0 rather than dividing by them."""
+    scale = values.abs().max().clamp_min(torch.finfo(values.dtype).tiny)
+    return values.abs() <= scale * values.numel() * torch.finfo(values.dtype).eps
+
+
 def ihvp_exact(hvp_fn: Callable[[Flat], Flat], vector: Flat, *, damping: float = 0.0) -> Flat:
     """``(H^2 + damping I)^+ H v`` with ``H`` materialised from ``hvp_fn`` (tiny models only,
     see :data:`EXACT_MAX_SIZE`), solved in ``H``'s eigenbasis: ``h_i / (h_i^2 + damping)`` per
@@ -125,8 +132,7 @@ def ihvp_exact(hvp_fn: Callable[[Flat], Flat], vector: Flat, *, damping: float =
                                   device=vector.device)
     values, vectors = torch.linalg.eigh(hessian)
     denominator = values.square() + damping
-    scale = values.abs().max().clamp_min(torch.finfo(values.dtype).tiny)
-    flat = values.abs() <= scale * vector.numel() * torch.finfo(values.dtype).eps
+    flat = flat_directions(values)
     factor = torch.where(flat, torch.zeros_like(values), values / torch.where(
         flat, torch.ones_like(denominator), denominator))
     return vectors @ (factor * (vectors.T @ vector))

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad
 
 from ..models.base import TransferModel
+from .ekfac import EKFAC, fit_ekfac
 from .hessian import (
     Flat,
     InfluenceError,
@@ -56,8 +57,8 @@ from .optimize import minimize
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss(outputs [B, K], targets [B, ...]) -> per-example losses [B]``."""
 
-Solver = Literal["cg", "exact", "identity"]
-SOLVERS: tuple[str, ...] = ("cg", "exact", "identity")
+Solver = Literal["cg", "exact", "identity", "ekfac"]
+SOLVERS: tuple[str, ...] = ("cg", "exact", "identity", "ekfac")
 
 
 def cross_entropy_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -95,8 +96,11 @@ Finetune = FixedFeature | Proximal
 @dataclass(frozen=True)
 class SolverOptions:
     """How inverse-Hessian-vector products are computed: ``cg`` (conjugate gradients on
-    ``H^2 + damping I``), ``exact`` (materialised, tiny models) or ``identity`` (the ablation
-    that replaces every inverse Hessian by the identity)."""
+    ``H^2 + damping I``), ``exact`` (materialised, tiny models), ``identity`` (the ablation
+    that replaces every inverse Hessian by the identity) or ``ekfac`` (for models where CG on the
+    pretraining Hessian is too slow: ``H_G`` is replaced by its EK-FAC Gauss-Newton
+    approximation, :mod:`.ekfac`, with ``sqrt(damping)`` added to its eigenvalues; the
+    fine-tuning stage's smaller systems are still solved by CG)."""
 
     solver: Solver = "cg"
     damping: float = 0.0
@@ -109,7 +113,7 @@ class SolverOptions:
             return vector
         if self.solver == "exact":
             return ihvp_exact(hvp_fn, vector, damping=self.damping)
-        if self.solver == "cg":
+        if self.solver in ("cg", "ekfac"):  # ekfac: see MultiStageProblem.pretrain_solve
             return ihvp_cg(hvp_fn, vector, damping=self.damping, tol=self.tol,
                            max_iter=self.max_iter)
         raise InfluenceError(f"unknown solver {self.solver!r}; choose one of {SOLVERS}.")
@@ -151,6 +155,7 @@ class MultiStageProblem:
     chunk: int = 256
     _pre: TransferModel = field(init=False, repr=False)
     _ft: TransferModel = field(init=False, repr=False)
+    _ekfac: tuple[Flat, EKFAC] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for model in (self.pretrained, self.finetuned):
@@ -300,10 +305,34 @@ class MultiStageProblem:
         """``H_G v`` at the pretrained optimum."""
         return hvp(self.pretrain_objective, self.theta, vector)
 
+    def pretrain_solve(self, vector: Flat, options: SolverOptions) -> Flat:
+        """``H_G^-1 v`` by ``options``' solver; ``ekfac`` uses :meth:`ekfac`'s factors."""
+        if options.solver == "ekfac":
+            return self.ekfac().solve(vector, damping=options.damping)
+        return options.solve(self.pretrain_hvp, vector)
+
+    def ekfac(self) -> EKFAC:
+        """The EK-FAC approximation of ``H_G`` at the current pretrained parameters, fitted on
+        the pretraining examples once and reused until the parameters change."""
+        theta = self.theta
+        if self._ekfac is None or not torch.equal(self._ekfac[0], theta):
+            self._ekfac = (theta, fit_ekfac(self.pretrained, self.source_x, self.source_y,
+                                            self.loss, decay=self.pretrain_decay,
+                                            chunk=self.chunk))
+        return self._ekfac[1]
+
     def test_vector(self, x: torch.Tensor, y: torch.Tensor,
                     options: SolverOptions = SolverOptions()) -> Flat:
         """``q`` with ``I(z, test set) = q . grad g(z)`` for the summed loss on ``x, y`` (one
-        example: a batch of one), in the pretrained parameters' space (see module docstring)."""
+        example: a batch of one), in the pretrained parameters' space (see module docstring):
+        ``H_G^-1`` applied to :meth:`fine_tuning_side`."""
+        return self.pretrain_solve(self.fine_tuning_side(x, y, options), options)
+
+    def fine_tuning_side(self, x: torch.Tensor, y: torch.Tensor,
+                         options: SolverOptions = SolverOptions()) -> Flat:
+        """The vector the pretraining Hessian is inverted against: the fine-tuning stage's
+        sensitivity of the summed test loss on ``x, y`` to the backbone ``W`` (0 on ``U``);
+        its fine-tuning Hessian solves use CG for ``ekfac``."""
         phi, w = self.phi, self.w_size
         grad_f = grad(self.test_loss)(phi, x, y)
         if isinstance(self.finetune, FixedFeature):
@@ -316,8 +345,7 @@ class MultiStageProblem:
         else:
             u = options.solve(lambda v: hvp(self.finetune_objective, phi, v), grad_f)
             side = -2.0 * self.finetune.alpha * u[:w]
-        padded = torch.cat([side, torch.zeros_like(self.theta[w:])])
-        return options.solve(self.pretrain_hvp, padded)
+        return torch.cat([side, torch.zeros_like(self.theta[w:])])
 
     def scores(self, vectors: Flat, indices: np.ndarray | None = None) -> torch.Tensor:
         """Influences ``[examples, vectors]`` of pretraining examples (all, or ``indices``) for
