@@ -164,3 +164,32 @@ def run_influence_function(config: ExperimentConfig, args: InfluenceArgs, *,
                                   f"{prefix}.validation-checkpoint.json"))
         write_json(config.artifact_path(f"{prefix}.validation.json"), validation.summary())
     return InfluenceFunctionResult(names, total, per_test, tests, validation)
+
+
+def saved_influences(config: ExperimentConfig, num_examples: int) -> tuple[np.ndarray, dict]:
+    """The saved influence of every pretraining example on the summed target test loss
+    (``total``, ``[num_examples]``, positive = harmful) and the arguments of the run that
+    computed it, for data pruning by influence (``prune --method influence-function``).
+
+    Entry ``i`` belongs to example ``i`` of the experiment's source (``SweepPlan.data.source``,
+    the order of its example-level units ``"<class>#<i>"``). A missing run, a run of another
+    configuration or one over another number of examples is refused rather than misapplied.
+    """
+    args_path = config.artifact_path("influence-function.args.json")
+    scores_path = config.artifact_path("influence-function.scores.npz")
+    if not (args_path.exists() and scores_path.exists()):
+        raise ConfigError(f"no saved influence-function scores at {scores_path}; run"
+                          " `transfer-influence influence-function CONFIG` on this config first.")
+    args = json.loads(args_path.read_text())
+    if args.get("config_hash") != config.config_hash():
+        raise StoreError(f"{scores_path} was computed for another configuration (hash"
+                         f" {args.get('config_hash')}, this one {config.config_hash()}); rerun"
+                         " `transfer-influence influence-function CONFIG --overwrite` on this"
+                         " config.")
+    with np.load(scores_path) as saved:
+        total = saved["total"]
+    if total.shape != (num_examples,):
+        raise StoreError(f"{scores_path} scores {total.shape} pretraining examples, but the"
+                         f" source has {num_examples}; rerun `transfer-influence"
+                         " influence-function CONFIG --overwrite`.")
+    return total, args
