@@ -21,7 +21,7 @@ The public API, stage by stage (see docs/architecture.md):
 - report: :func:`build_report`, :func:`write_experiment_report`
 - influence functions (method 3): :class:`MultiStageProblem`, :class:`FixedFeature`,
   :class:`Proximal`, :class:`SolverOptions`, :func:`validate_influence`,
-  :func:`run_influence_function`
+  :func:`run_influence_function`, :func:`saved_influences`
 """
 
 from .analysis import debug_failures, find_leakage, project_labels
@@ -64,7 +64,11 @@ from .influence_functions import (
     Proximal,
     SolverOptions,
 )
-from .influence_functions.experiment import InfluenceArgs, run_influence_function
+from .influence_functions.experiment import (
+    InfluenceArgs,
+    run_influence_function,
+    saved_influences,
+)
 from .influence_functions.validate import validate as validate_influence
 from .models import TransferModel, build_model, register_model
 from .outputs import OUTPUT_VARIANTS, TargetOutputs, output_variant, register_output_variant
@@ -142,6 +146,7 @@ __all__ = [
     "run_pruning",
     "run_ray",
     "run_shard",
+    "saved_influences",
     "score_source",
     "split_fashion_suite",
     "subset_masks",

@@ -234,12 +234,12 @@ def score_source(plan: SweepPlan, method: str, surrogate: Surrogate, *,
                             {"ranking": f"{influence.variant} {influence.method} influence from"
                                         f" {influence.num_models} models"})
     if method in ("influence-function", "influence-function-reversed"):
-        total, args = saved_influences(plan.config, len(source))
-        harmful_first = method == "influence-function"  # data cleansing (Chen et al., 4.2)
-        return MethodScores(method, "example", -total if harmful_first else total, examples,
-                            0.0, {"ranking": "multi-stage influence on the summed target test"
-                                             " loss, most " + ("harmful" if harmful_first else
-                                                               "helpful") + " pruned first",
-                                  "influence_function": args})
+        total, args = saved_influences(plan.config, len(source))  # positive = harmful
+        first = "harmful" if method == "influence-function" else "helpful"  # cleansing: harmful
+        return MethodScores(method, "example", -total if first == "harmful" else total,
+                            examples, 0.0,
+                            {"ranking": f"multi-stage influence on the summed target test loss,"
+                                        f" most {first} pruned first",
+                             "influence_function": args})
     raise ConfigError(f"unknown pruning method {method!r}; choose from"
                       f" {', '.join(PRUNING_METHODS)}.")
