@@ -2,6 +2,7 @@
 named by import path in examples/my_model.toml, and the Slurm array script
 examples/slurm_array.sh."""
 
+import json
 import os
 import re
 import shlex
@@ -112,3 +113,25 @@ def invoke_cli(args: list[str]) -> str:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, f"transfer-influence {' '.join(args)}:\n{result.output}"
     return result.output
+
+
+@pytest.mark.slow  # two influence-function runs: ~17 s on a loaded machine
+def test_influence_observations_script_summarises_saved_runs_per_seed(tmp_path, capsys,
+                                                                      monkeypatch,
+                                                                      examples_importable):
+    """examples/influence_observations.py: one influence-function run per pretraining seed,
+    each in its own store, summarised as mean |influence| with intervals and paired ratios."""
+    import influence_observations
+
+    config = write_sweep_config(tmp_path, epochs=1)
+    solver = ["--tests", "1", "--damping", "1e-2", "--cg-tol", "1e-3", "--train-tol", "1e-4"]
+    monkeypatch.setattr("sys.argv", ["influence_observations.py", str(config), str(config),
+                                     "--seeds", "2", *solver])
+    influence_observations.main()
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["configs"]["sweep"]
+    for seed, value in enumerate(summary["per_seed"]):
+        with np.load(tmp_path / f"sweep-seed{seed}.zarr.influence-function.scores.npz") as saved:
+            assert value == pytest.approx(np.abs(saved["total"]).mean())
+    first, second = summary["per_seed"]
+    assert first != second  # each seed pretrains its own model
+    assert summary["ratio"] == 1.0 and summary["mean"] == pytest.approx((first + second) / 2)

@@ -770,6 +770,9 @@ def influence_function(
                                         result.top(k, harmful=harmful, test=column))
                               for harmful in (True, False)))
     console.print(table)
+    console.print(f"mean |influence| of a pretraining example: {np.abs(result.total).mean():.4g}"
+                  f" on the summed test loss, {np.abs(result.per_test).mean():.4g} on one test"
+                  " example")
     if result.validation is not None:
         v = result.validation
         console.print(f"leave-one-out validation on {len(v.indices)} examples: Pearson"

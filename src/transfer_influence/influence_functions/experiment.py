@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -104,13 +104,14 @@ def _empty_model(plan: SweepPlan) -> TransferModel:
 class InfluenceFunctionResult:
     """Influences of every pretraining example: on the summed target test loss (``total``,
     ``[m]``) and on each of the first test examples (``per_test``, ``[m, tests]``); positive =
-    harmful. ``validation`` when ``--validate`` ran."""
+    harmful. ``validation`` when a validation ran; ``args`` are the saved run's arguments."""
 
     unit_names: list[str]
     total: np.ndarray
     per_test: np.ndarray
     test_indices: np.ndarray
     validation: Validation | None = None
+    args: dict = field(default_factory=dict)
 
     def top(self, k: int, *, harmful: bool, test: int | None = None) -> list[tuple[str, float]]:
         """The ``k`` most harmful (largest) or helpful (smallest) examples, overall or for
@@ -140,12 +141,14 @@ def saved_influence_function(plan: SweepPlan) -> InfluenceFunctionResult | None:
     if saved.get("config_hash") != config.config_hash():
         raise StoreError(f"{scores_path} was computed for another configuration (hash"
                          f" {saved.get('config_hash')}, this one {config.config_hash()}); rerun"
-                         " `transfer-influence influence-function CONFIG --overwrite`.")
+                         " `transfer-influence influence-function` on this config, overwriting"
+                         " it.")
     with np.load(scores_path) as scores:
         total, per_test, tests = (scores[k] for k in ("total", "per_test", "tests"))
     if total.shape != (len(plan.data.source),):
         raise StoreError(f"{scores_path} scores {total.shape[0]} pretraining examples, the"
-                         f" source has {len(plan.data.source)}; rerun with --overwrite.")
+                         f" source has {len(plan.data.source)}; rerun the influence function,"
+                         " overwriting it.")
     validation_path = config.artifact_path(f"{prefix}.validation.json")
     validation = None
     if validation_path.exists():
@@ -153,7 +156,17 @@ def saved_influence_function(plan: SweepPlan) -> InfluenceFunctionResult | None:
         validation = Validation(**{k: summary[k] for k in
                                    ("indices", "predicted", "actual", "ablation")})
     return InfluenceFunctionResult(example_names(plan.data.source), total, per_test, tests,
-                                   validation)
+                                   validation, saved)
+
+
+def required_influence_function(plan: SweepPlan) -> InfluenceFunctionResult:
+    """:func:`saved_influence_function` for the methods that cannot go on without it (data
+    cleansing by influence): a missing run is an error saying which command makes it."""
+    result = saved_influence_function(plan)
+    if result is None:
+        raise ConfigError("no saved influence-function scores beside the store; run"
+                          " `transfer-influence influence-function CONFIG` on this config first.")
+    return result
 
 
 def run_influence_function(config: ExperimentConfig, args: InfluenceArgs, *,

@@ -28,6 +28,7 @@ from ..counterfactual.retrain import retrain
 from ..data.images import LabeledImages
 from ..errors import ConfigError
 from ..estimators.result import InfluenceResult
+from ..influence_functions.experiment import required_influence_function
 from ..sweep.masks import subset_masks
 from ..sweep.plan import SweepPlan
 from ..sweep.store import SweepStore
@@ -178,6 +179,8 @@ def _check_request(plan: SweepPlan, methods: Sequence[str], transfers: Sequence[
                           " source examples; FM needs K <= the number of source examples.")
     for transfer in transfers:
         plan.variant(transfer_mode=transfer)  # an unknown mode or a missing recipe fails here
+    if {"influence-function", "influence-function-reversed"} & set(methods):
+        required_influence_function(plan)  # missing or foreign scores
 
 
 def _ratio_rows(plan: SweepPlan, transfer: str, scores: MethodScores, ratios: Sequence[float],

@@ -26,6 +26,7 @@ from ..counterfactual.experiment import ranking_scores
 from ..data.images import LabeledImages
 from ..errors import ConfigError
 from ..estimators.result import InfluenceResult
+from ..influence_functions.experiment import required_influence_function
 from ..sweep.plan import SweepPlan
 from ..training import extract_features, predict_logits
 from .baselines import (
@@ -128,7 +129,8 @@ def combine_targets(per_target: Sequence[np.ndarray], sizes: Sequence[int]) -> n
 
 
 PRUNING_METHODS: tuple[str, ...] = ("lm", "lm-reversed", "fm", "random", "random-examples",
-                                    "el2n", "grand", "forgetting", "moderate", "influence")
+                                    "el2n", "grand", "forgetting", "moderate", "influence",
+                                    "influence-function", "influence-function-reversed")
 """Methods :func:`score_source` knows; ``random`` prunes classes, ``random-examples`` examples."""
 
 _TRAINED_BASELINES = {"el2n": el2n_scores, "grand": grand_scores,
@@ -231,5 +233,14 @@ def score_source(plan: SweepPlan, method: str, surrogate: Surrogate, *,
                             labels if unit == "class" else examples, 0.0,
                             {"ranking": f"{influence.variant} {influence.method} influence from"
                                         f" {influence.num_models} models"})
+    if method in ("influence-function", "influence-function-reversed"):
+        saved = required_influence_function(plan)
+        total = saved.total  # positive = harmful
+        first = "harmful" if method == "influence-function" else "helpful"  # cleansing: harmful
+        return MethodScores(method, "example", -total if first == "harmful" else total,
+                            examples, 0.0,
+                            {"ranking": f"multi-stage influence on the summed target test loss,"
+                                        f" most {first} pruned first",
+                             "influence_function": saved.args})
     raise ConfigError(f"unknown pruning method {method!r}; choose from"
                       f" {', '.join(PRUNING_METHODS)}.")
