@@ -85,15 +85,16 @@ def test_missing_or_foreign_influence_scores_are_refused_before_training(tmp_pat
     args.write_text(json.dumps(dataclasses.asdict(InfluenceArgs("0" * 16))))
     plan = SweepPlan.from_config(config)
     with config.artifact_path("influence-function.scores.npz").open("wb") as file:
-        np.savez(file, total=np.zeros(len(plan.data.source)))
+        np.savez(file, total=np.zeros(len(plan.data.source)), per_test=np.zeros((0, 0)),
+                 tests=np.zeros(0))
     with pytest.raises(StoreError, match="another configuration"):
         run_pruning(plan, ["influence-function-reversed"], [0.1], seeds=2, quiet=True)
     args.write_text(json.dumps(dataclasses.asdict(InfluenceArgs(config.config_hash()))))
     with config.artifact_path("influence-function.scores.npz").open("wb") as file:
-        np.savez(file, total=np.zeros(3))
-    with pytest.raises(StoreError, match="3,\\) pretraining examples"):
+        np.savez(file, total=np.zeros(3), per_test=np.zeros((3, 0)), tests=np.zeros(0))
+    with pytest.raises(StoreError, match="scores 3 pretraining examples"):
         run_pruning(plan, ["influence-function"], [0.1], seeds=2, quiet=True)
-    args.unlink()
+    config.artifact_path("influence-function.scores.npz").unlink()
     with pytest.raises(ConfigError, match="no saved influence-function scores"):
         run_pruning(plan, ["influence-function"], [0.1], seeds=2, quiet=True)
     assert not Path(f"{config.store_path()}.retrain").exists()
