@@ -114,7 +114,7 @@ def test_scores_of_another_configuration_are_refused(experiment: Path, tmp_path:
     result = CliRunner().invoke(app, ["report", str(other)])
     assert result.exit_code == 1
     assert "computed for another configuration" in result.output
-    assert "--overwrite" in result.output
+    assert "overwriting it" in result.output
     assert not (tmp_path / "sweep.zarr.report.html").exists()
 
 
