@@ -61,7 +61,8 @@ def diagnostics_section(summary: DiagnosticsSummary | None) -> DiagnosticsSectio
         return None
     return DiagnosticsSection(
         metrics=summary.metrics, verdicts=tuple(summary.verdict),
-        convergence=ConvergenceSeries(summary.convergence_models, summary.convergence_mean_se))
+        convergence=ConvergenceSeries(tuple(summary.convergence_models),
+                                      tuple(summary.convergence_mean_se)))
 
 
 def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: InfluenceResult, *,
