@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import numpy as np
 import typer
@@ -34,11 +34,13 @@ from .analysis import (
 from .analysis.agreement import experiment_agreement
 from .config import ExperimentConfig, load_config, parse_config, read_toml, safe_name
 from .counterfactual import STRATEGIES, CounterfactualResult, run_counterfactual
+from .counterfactual.arms import Strategy
 from .data.images import LabeledImages
 from .devices import resolve_device
 from .errors import ConfigError, DataError, StoreError, TransferInfluenceError
 from .estimators import InfluenceResult, estimate_influence
 from .estimators.diagnostics import (
+    SIDES,
     DiagnosticsSummary,
     diagnose_store,
     divergence_association_store,
@@ -65,7 +67,9 @@ app = typer.Typer(
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
-F = TypeVar("F", bound=Callable[..., object])
+P = ParamSpec("P")
+R = TypeVar("R")
+Choice = TypeVar("Choice", bound=str)
 
 ConfigArg = Annotated[Path, typer.Argument(help="experiment TOML (see examples/)")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
@@ -82,18 +86,18 @@ MethodOpt = Annotated[
 ]
 
 
-def _friendly_errors(command: F) -> F:
+def _friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Print library errors as one clear message and exit non-zero."""
 
     @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except TransferInfluenceError as error:
             err_console.print(f"[bold red]error:[/] {error}", highlight=False)
             raise typer.Exit(1) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def _check_variant(variant: str) -> None:
@@ -145,8 +149,7 @@ def _influence(config: ExperimentConfig, variant: str, store: SweepStore | None 
         result = InfluenceResult.load(saved)
         if result.num_models == store.num_completed:
             return result
-    return estimate_influence(store, variant, method=method,  # type: ignore[arg-type]
-                              device=config.device)
+    return estimate_influence(store, variant, method=method, device=config.device)
 
 
 @app.command()
@@ -229,8 +232,7 @@ def estimate(
     path = _result_path(experiment, variant, method)
     if path.exists() and not overwrite:  # before the work, not after
         raise StoreError(f"{path} already exists; pass --overwrite to replace it.")
-    result = estimate_influence(store, variant, method=method,  # type: ignore[arg-type]
-                                device=experiment.device)
+    result = estimate_influence(store, variant, method=method, device=experiment.device)
     result.save(path, overwrite=overwrite)
     units, targets = result.influence.shape
     what = "influence" if method == "dim" else f"{method} datamodel weights"
@@ -259,14 +261,15 @@ def diagnose(
     agreement, bootstrap standard errors and their convergence, knockoff FDR of the top-k, and
     the held-out score of a ridge datamodel."""
     _check_variant(variant)
-    if side not in ("helpful", "harmful", "abs"):
+    chosen_side = _one_of(side, SIDES)
+    if chosen_side is None:
         raise typer.BadParameter(f"{side!r}; choose helpful, harmful or abs", param_hint="--side")
     experiment = _on_device(load_config(config), device)
     store = _read_store(experiment)
-    diagnostics = diagnose_store(store, variant, k=k, side=side,  # type: ignore[arg-type]
+    diagnostics = diagnose_store(store, variant, k=k, side=chosen_side,
                                  replicates=replicates, seed=seed)
     try:
-        lds = estimate_influence(store, variant, method="ridge",  # type: ignore[arg-type]
+        lds = estimate_influence(store, variant, method="ridge",
                                  seed=seed, device=experiment.device).heldout_lds
     except DataError as error:  # too few models to hold some out
         lds = None
@@ -411,10 +414,16 @@ def _int_list(text: str, option: str) -> list[int]:
                                  param_hint=option) from None
 
 
-def _parse_removal(text: str) -> tuple[str, list[str]]:
+def _one_of(value: str, choices: tuple[Choice, ...]) -> Choice | None:
+    """``value`` as the one of ``choices`` it equals (typed as they are), None if none."""
+    return next((choice for choice in choices if choice == value), None)
+
+
+def _parse_removal(text: str) -> tuple[Strategy, list[str]]:
     """``bottom`` / ``top`` / ``random`` / ``classes=NAME,NAME`` / ``groups=NAME,NAME``."""
-    strategy, _, names = text.partition("=")
-    if strategy not in STRATEGIES or (strategy in ("classes", "groups")) != bool(names):
+    name, _, names = text.partition("=")
+    strategy = _one_of(name, STRATEGIES)
+    if strategy is None or (strategy in ("classes", "groups")) != bool(names):
         raise typer.BadParameter(f"{text!r}; choose bottom, top, random, classes=NAME,NAME,..."
                                  " or groups=NAME,...", param_hint="--remove")
     return strategy, [name.strip() for name in names.split(",") if name.strip()]
@@ -763,8 +772,8 @@ def influence_function(
     columns = [("summed test loss", None), *((f"test example {int(t)}", j)
                                            for j, t in enumerate(result.test_indices))]
     table = Table(title="multi-stage influence on the target test loss (+ = harmful)")
-    for column in ("target", "most harmful", "most helpful"):
-        table.add_column(column)
+    for heading in ("target", "most harmful", "most helpful"):
+        table.add_column(heading)
     for name, column in columns:
         table.add_row(name, *(", ".join(f"{unit} ({score:+.3g})" for unit, score in
                                         result.top(k, harmful=harmful, test=column))

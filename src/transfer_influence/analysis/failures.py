@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -102,8 +103,8 @@ def debug_failures(
     check_units(plan, influence)
     scores = np.asarray(influence.influence)
     units, targets = scores.shape
-    train = {"quiet": quiet, "runner": runner, "address": address}
-    base_store, = retrain(plan, [baseline_arm(seeds)], **train)
+    train = partial(retrain, quiet=quiet, runner=runner, address=address)
+    base_store, = train(plan, [baseline_arm(seeds)])
     base_correct = correct_per_seed(base_store)
     if examples is None:
         examples = pick_failures(base_correct, scores, count)
@@ -115,7 +116,7 @@ def debug_failures(
     for t, culprit in zip(examples, culprits):
         arms += [Arm("culprit", 1, ((culprit,),) * seeds),
                  _random_other(units, culprit, int(t), seeds, plan.config.sweep.seed)]
-    stores = retrain(plan, arms, **train)
+    stores = train(plan, arms)
     predicted = base_store.read_outputs().predicted  # completed seeds: diverged have none
     names = influence.target_class_names
     results = []

@@ -102,7 +102,8 @@ def find_leakage(
         for largest in (True, False):
             picked = top_indices(column, k, largest=largest)
             similarity = (pixel_similarity(source.images[picked], target_images.images[t])
-                          if source is not None else [None] * len(picked))
+                          if source is not None and target_images is not None
+                          else [None] * len(picked))
             lists.append([
                 LeakageCandidate(int(u), unit_names[u], float(column[u]),
                                  None if s is None else float(s))

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 from scipy import stats
 
 from ..atomic import read_json, write_json
@@ -36,14 +37,14 @@ from .arms import (
 from .retrain import retrain
 
 
-def mean_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def mean_interval(values: npt.ArrayLike, confidence: float = 0.95) -> tuple[float, float, float]:
     """``(mean, low, high)``: the mean and its two-sided Student-t confidence interval."""
-    values = np.asarray(values, dtype=np.float64)
-    mean = float(values.mean())
-    if values.size < 2:
+    array = np.asarray(values, dtype=np.float64)
+    mean = float(array.mean())
+    if array.size < 2:
         return mean, math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + confidence / 2, values.size - 1)
-                 * values.std(ddof=1) / math.sqrt(values.size))
+    half = float(stats.t.ppf(0.5 + confidence / 2, array.size - 1)
+                 * array.std(ddof=1) / math.sqrt(array.size))
     return mean, mean - half, mean + half
 
 

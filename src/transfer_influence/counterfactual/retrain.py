@@ -42,7 +42,7 @@ def arm_store_path(plan: SweepPlan, arm: Arm, equal_steps: bool = False) -> str:
 def arm_hash(plan: SweepPlan, arm: Arm, equal_steps: bool = False) -> str:
     """16 hex digits identifying the arm's models: the config, each seed's removal and seed,
     and equal-steps training when it changes the models (some seed removes a unit)."""
-    payload = {
+    payload: dict[str, object] = {
         "config": plan.config.config_hash(),
         "removed": [list(r) for r in arm.removed],
         "seeds": [retrain_seed(plan.config.sweep.seed, r) for r in range(arm.seeds)],

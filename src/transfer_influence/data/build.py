@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import DataConfig, DatasetSpec
@@ -20,6 +21,7 @@ def load_spec(spec: DatasetSpec, *, seed: int, base_dir: Path = Path(".")) -> La
     if spec.name is not None:
         ds = load_dataset(spec.name, spec.split, seed=seed)
     else:
+        assert spec.path is not None  # DatasetSpec requires a name or a path
         path = Path(spec.path)
         path = path if path.is_absolute() else base_dir / path
         if spec.format == "npz":
@@ -29,6 +31,7 @@ def load_spec(spec: DatasetSpec, *, seed: int, base_dir: Path = Path(".")) -> La
         elif spec.format == "cifar_pickle":
             ds = load_cifar_pickle(path, split=spec.split, label=spec.label)
         else:
+            assert spec.labels_path is not None  # DatasetSpec requires it for idx
             labels = Path(spec.labels_path)
             ds = load_mnist_idx(
                 path, labels if labels.is_absolute() else base_dir / labels, name=path.stem
@@ -54,7 +57,7 @@ def build_transfer_data(config: DataConfig, *, base_dir: Path = Path(".")) -> Tr
     Every random choice (splits, few-shot sampling, synthetic data) is seeded by ``config.seed``.
     """
     if config.suite is not None:
-        builders = {
+        builders: dict[str, Callable[..., TransferData]] = {
             "fashion_digits": fashion_digits_suite,
             "split_fashion": split_fashion_suite,
             "many_class": many_class_suite,
@@ -75,12 +78,14 @@ def build_transfer_data(config: DataConfig, *, base_dir: Path = Path(".")) -> Tr
         _harmonise(load_spec(spec, seed=config.seed, base_dir=base_dir), config)
         for spec in config.source
     ]
-    prefixes = [spec.prefix or spec.name or Path(spec.path).stem for spec in config.source]
+    prefixes = [spec.prefix or spec.name or Path(spec.path or "").stem for spec in config.source]
     source = (
         parts[0]
         if len(parts) == 1 and config.source[0].prefix is None
         else combine(parts, prefixes=prefixes)
     )
+    # DataConfig requires both targets when there is no suite.
+    assert config.target_train is not None and config.target_test is not None
     target_train = _harmonise(
         load_spec(config.target_train, seed=config.seed, base_dir=base_dir), config
     )

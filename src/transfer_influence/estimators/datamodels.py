@@ -47,9 +47,11 @@ import dataclasses
 import logging
 import warnings
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import scipy.linalg
 import scipy.sparse.linalg
 import scipy.stats
@@ -477,6 +479,7 @@ class _Gram:
             if rows.size * 2 > weights.shape[0]:
                 return self._gram @ weights
             return self._gram[:, rows] @ weights[rows]
+        assert self._x is not None  # set exactly when the Gram matrix is not
         return self._x.T @ (self._x[:, rows] @ weights[rows]) / self._n
 
 
@@ -573,7 +576,7 @@ def _check_lasso_options(tol: float, max_iter: int) -> None:
         raise DataError(f"need tol > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}.")
 
 
-def _alpha_table(alphas: np.ndarray, targets: int) -> np.ndarray:
+def _alpha_table(alphas: npt.ArrayLike, targets: int) -> np.ndarray:
     """Explicit ``alphas`` ``[n_alphas]`` or ``[n_alphas, targets]`` as a decreasing
     ``[n_alphas, targets]`` table."""
     table = np.asarray(alphas, dtype=np.float64)
@@ -788,10 +791,13 @@ def fit_datamodels(
                 f" {store.path}; hold out completed models only."
             )
         rows = np.searchsorted(model_indices, wanted)  # chunks come in increasing index order
-    fit = fit_ridge if method == "ridge" else fit_lasso
-    grid = {} if regularization is None else {
-        ("lambdas" if method == "ridge" else "alphas"): regularization}
+    if method == "ridge":
+        fit = partial(fit_ridge, lambdas=DEFAULT_NUM_LAMBDAS if regularization is None
+                      else regularization)
+    else:
+        fit = partial(fit_lasso, alphas=DEFAULT_NUM_ALPHAS if regularization is None
+                      else regularization)
     result = fit(masks_all, outputs_all, holdout_fraction=holdout_fraction, heldout=rows,
-                 seed=seed, refit=refit, device=device, **grid)
+                 seed=seed, refit=refit, device=device)
     return dataclasses.replace(result, selection_indices=model_indices[result.selection_indices],
                                heldout_indices=model_indices[result.heldout_indices])

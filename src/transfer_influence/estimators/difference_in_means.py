@@ -99,27 +99,27 @@ class DifferenceInMeans:
         self.num_models += models
         return self
 
-    def _require_data(self) -> None:
-        if self.num_models == 0:
+    def _require_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """The sums and ``counts_with``, once at least one model was added."""
+        if self.num_models == 0 or self._sums is None or self._counts_with is None:
             raise DataError("no models were added; call update() with at least one model.")
+        return self._sums, self._counts_with
 
     @property
     def counts_with(self) -> np.ndarray:
         """int64 ``[units]``: models that kept each unit."""
-        self._require_data()
-        return self._counts_with.copy()
+        return self._require_data()[1].copy()
 
     @property
     def counts_without(self) -> np.ndarray:
         """int64 ``[units]``: models that dropped each unit."""
-        self._require_data()
-        return self.num_models - self._counts_with
+        return self.num_models - self._require_data()[1]
 
     def result(self) -> np.ndarray:
         """float64 ``[units, targets]`` influence; NaN rows for units without a comparison."""
-        self._require_data()
-        with_sum, total = self._sums[:-1], self._sums[-1]
-        n_with = self._counts_with[:, None].astype(np.float64)
+        sums, counts_with = self._require_data()
+        with_sum, total = sums[:-1], sums[-1]
+        n_with = counts_with[:, None].astype(np.float64)
         n_without = self.num_models - n_with
         undefined = (n_with[:, 0] == 0) | (n_without[:, 0] == 0)
         if undefined.any():

@@ -30,7 +30,7 @@ from ..sweep.plan import SweepPlan, model_seed
 from ..training import pretrain_group
 from ..training.preprocess import to_inputs
 from ..training.trainer import model_generator
-from .multistage import FixedFeature, MultiStageProblem, SolverOptions
+from .multistage import SOLVERS, FixedFeature, MultiStageProblem, SolverOptions, is_solver
 from .validate import Validation, validate
 
 
@@ -78,6 +78,7 @@ def build_problem(plan: SweepPlan, *, tol: float = 1e-6, cache: Path | None = No
     source_x, source_y = _tensors(data.source, config)
     target_x, target_y = _tensors(data.target_train, config)
     if models is None:
+        assert cache is not None  # models are None only when the cache holds them
         state = torch.load(cache, weights_only=True)
         pretrained.load_state_dict(state["pretrained"])
         finetuned.load_state_dict(state["finetuned"])
@@ -172,6 +173,8 @@ def required_influence_function(plan: SweepPlan) -> InfluenceFunctionResult:
 def run_influence_function(config: ExperimentConfig, args: InfluenceArgs, *,
                            overwrite: bool = False) -> InfluenceFunctionResult:
     """Compute (or resume) the influences of an experiment; see the module docstring."""
+    if not is_solver(args.solver):  # before any training
+        raise ConfigError(f"unknown solver {args.solver!r}; choose one of {', '.join(SOLVERS)}.")
     prefix = "influence-function"
     args_path = config.artifact_path(f"{prefix}.args.json")
     saved = json.loads(args_path.read_text()) if args_path.exists() else None
@@ -186,7 +189,7 @@ def run_influence_function(config: ExperimentConfig, args: InfluenceArgs, *,
     plan = SweepPlan.from_config(config)
     problem = build_problem(plan, tol=args.train_tol,
                             cache=config.artifact_path(f"{prefix}.models.pt"))
-    options = SolverOptions(args.solver, args.damping, args.cg_tol)  # type: ignore[arg-type]
+    options = SolverOptions(args.solver, args.damping, args.cg_tol)
     x_test, y_test = _tensors(plan.data.target_test, config)
     scores_path = config.artifact_path(f"{prefix}.scores.npz")
     names = example_names(plan.data.source)

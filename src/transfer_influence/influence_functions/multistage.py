@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeGuard
 
 import numpy as np
 import torch
@@ -59,6 +59,11 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 Solver = Literal["cg", "exact", "identity", "ekfac"]
 SOLVERS: tuple[str, ...] = ("cg", "exact", "identity", "ekfac")
+
+
+def is_solver(name: str) -> TypeGuard[Solver]:
+    """Whether ``name`` is one of :data:`SOLVERS`."""
+    return name in SOLVERS
 
 
 def cross_entropy_loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

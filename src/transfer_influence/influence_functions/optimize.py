@@ -5,6 +5,7 @@ below a tolerance, and the leave-one-out check retrains the same way (warm-start
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch.func import grad
@@ -25,8 +26,8 @@ def _lbfgs(objective: Callable[[Flat], torch.Tensor], start: Flat, tol: float, m
         optimizer.zero_grad()
         value = objective(x)
         value.backward()
-        if torch.linalg.vector_norm(x.grad) <= tol:  # a zero gradient stops L-BFGS here
-            x.grad.zero_()
+        if x.grad is not None and torch.linalg.vector_norm(x.grad) <= tol:
+            x.grad.zero_()  # a zero gradient stops L-BFGS here
         return value
 
     optimizer.step(closure)
@@ -52,7 +53,7 @@ def minimize(objective: Callable[[Flat], torch.Tensor], start: Flat, *, tol: flo
             return x
         g = gradient(x)
         try:
-            step = ihvp_cg(lambda v, at=x: hvp(objective, at, v), g, tol=1e-3 * float(tol / norm),
+            step = ihvp_cg(partial(hvp, objective, x), g, tol=1e-3 * float(tol / norm),
                            max_iter=200)
         except CGNotConvergedError:
             break

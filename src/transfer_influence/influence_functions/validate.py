@@ -79,7 +79,7 @@ class Validation:
 
 
 def validate(problem: MultiStageProblem, x_test: torch.Tensor, y_test: torch.Tensor,
-             indices: Sequence[int], *, options: SolverOptions | None = None,
+             indices: Sequence[int] | np.ndarray, *, options: SolverOptions | None = None,
              tol: float = 1e-8, max_iter: int = 2000, checkpoint: str | Path | None = None
              ) -> Validation:
     """Compare predicted and true leave-one-out changes of the summed test loss for the

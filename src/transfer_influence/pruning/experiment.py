@@ -15,9 +15,11 @@ told apart from (or is better than) pretraining on everything.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -77,6 +79,19 @@ class RatioRow:
     diverged_seeds: int = 0
 
 
+class Timing(TypedDict, total=False):
+    """Measured wall times of a pruning run, in seconds (the model costs only with
+    ``timing``): ``score_seconds`` per method, ``pruned_model_seconds`` per ratio."""
+
+    surrogate_seconds: float
+    score_seconds: dict[str, float]
+    full_model_seconds: float
+    sweep_model_seconds: float
+    sweep_seconds: float
+    pruned_model_seconds: dict[str, float]
+    timed_method: str
+
+
 @dataclass(frozen=True)
 class PruningResult:
     """A pruning run: the reference, every (transfer, method, ratio) row, the pruned classes of
@@ -88,7 +103,7 @@ class PruningResult:
     rows: list[RatioRow]
     pruned_classes: dict[str, dict[str, list[str]]]
     methods: dict[str, dict]
-    timing: dict[str, float | dict[str, float]] = field(default_factory=dict)
+    timing: Timing = field(default_factory=lambda: Timing())
 
     def winning_ratio(self, transfer: str, method: str) -> float | None:
         """Largest ratio whose paired difference interval reaches 0 or above (None: none)."""
@@ -184,13 +199,15 @@ def _check_request(plan: SweepPlan, methods: Sequence[str], transfers: Sequence[
 
 
 def _ratio_rows(plan: SweepPlan, transfer: str, scores: MethodScores, ratios: Sequence[float],
-                arms: Sequence[Arm], reference: SweepStore, **retraining) -> list[RatioRow]:
+                arms: Sequence[Arm], reference: SweepStore,
+                retraining: Callable[[SweepPlan, Sequence[Arm]], list[SweepStore]]
+                ) -> list[RatioRow]:
     """Retrain (or resume) one method's arms in one transfer mode and summarise each ratio
     against the reference's store, seed by seed over the seeds completed in both (a seed whose
     model diverged, under ``on_divergence = "record"``, is left out of that comparison)."""
     level_plan = plan.variant(unit="class" if scores.level == "class" else "example",
                               transfer_mode=transfer)
-    stores = retrain(level_plan, arms, **retraining)
+    stores = retraining(level_plan, arms)
     source = plan.data.source
     rows = []
     for ratio, arm, store in zip(ratios, arms, stores):
@@ -241,23 +258,23 @@ def run_pruning(
                            extra_targets=extra_targets) for method in dict.fromkeys(methods)]
     arms = {s.method: [_arm(plan, s, ratio, seeds) for ratio in ratios] for s in scored}
 
-    retraining = {"quiet": quiet, "runner": runner, "address": address}
+    retraining = partial(retrain, quiet=quiet, runner=runner, address=address)
     reference: dict[str, Accuracy] = {}
     rows: list[RatioRow] = []
     for transfer in transfers:
-        (base_store,) = retrain(plan.variant(unit="class", transfer_mode=transfer),
-                                [baseline_arm(seeds)], **retraining)
+        (base_store,) = retraining(plan.variant(unit="class", transfer_mode=transfer),
+                                   [baseline_arm(seeds)])
         base_correct = correct_per_seed(base_store).mean(axis=1)
         reference[transfer] = Accuracy.of(base_correct, base_correct)
         for s in scored:
             rows += _ratio_rows(plan, transfer, s, ratios, arms[s.method], base_store,
-                                **retraining)
+                                retraining)
 
     names = plan.data.source.class_names
     pruned_classes = {s.method: {f"{ratio:g}": [names[i] for i in arm.removed[0]]
                                  for ratio, arm in zip(ratios, arms[s.method])}
                       for s in scored if s.level == "class" and s.scores is not None}
-    times: dict[str, float | dict[str, float]] = {
+    times: Timing = {
         "surrogate_seconds": surrogate.train_seconds,
         "score_seconds": {s.method: s.seconds for s in scored},
     }
@@ -268,7 +285,7 @@ def run_pruning(
 
 
 def _measure_costs(plan: SweepPlan, scores: MethodScores, arms: Sequence[Arm],
-                   ratios: Sequence[float]) -> dict[str, float | dict[str, float]]:
+                   ratios: Sequence[float]) -> Timing:
     """Measured wall times: one model on the full source, on an ``alpha`` subset (times the
     sweep's models: the influence sweep's cost, extrapolated) and on each ratio's kept data."""
     class_plan = plan.variant(unit="class")

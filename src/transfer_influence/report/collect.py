@@ -64,7 +64,8 @@ def diagnostics_section(summary: DiagnosticsSummary | None) -> DiagnosticsSectio
         return None
     return DiagnosticsSection(
         metrics=summary.metrics, verdicts=tuple(summary.verdict),
-        convergence=ConvergenceSeries(summary.convergence_models, summary.convergence_mean_se))
+        convergence=ConvergenceSeries(tuple(summary.convergence_models),
+                                      tuple(summary.convergence_mean_se)))
 
 
 def cached_surrogate(plan: SweepPlan) -> Surrogate | None:

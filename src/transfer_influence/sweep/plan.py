@@ -204,12 +204,13 @@ class SweepPlan:
                 [models[g] for g in kept], self.data.target_train, self.data.target_test,
                 l2=transfer.l2, normalization=config.pretrain.normalization, device=device)
         else:
+            assert transfer.recipe is not None  # TransferConfig requires one for finetune
             tuning = None if divergence is None else DivergenceLog.empty(kept.size)
             transferred = finetune_group([models[g] for g in kept], self.data.target_train,
                                          self.data.target_test, recipe=transfer.recipe,
                                          seeds=[seeds[g] for g in kept], divergence=tuning,
                                          device=device)
-            if tuning is not None:
+            if divergence is not None and tuning is not None:
                 sizes = ([len(self.data.source)] * kept.size if equal_steps else
                          [len(s) for s in subset_indices(self.data.source, masks[kept],
                                                          config.sweep.unit)])
@@ -225,5 +226,5 @@ class SweepPlan:
 def _empty_outputs(num_models: int, num_targets: int) -> TargetOutputs:
     """Outputs ``[models, targets]`` of models that have none: NaN logits, ``predicted`` -1."""
     shape = (num_models, num_targets)
-    return TargetOutputs(*(np.full(shape, np.nan, dtype=np.float32) for _ in range(3)),
-                         predicted=np.full(shape, -1, dtype=np.int64))
+    correct, other, logsumexp = (np.full(shape, np.nan, dtype=np.float32) for _ in range(3))
+    return TargetOutputs(correct, other, logsumexp, predicted=np.full(shape, -1, dtype=np.int64))

@@ -73,7 +73,7 @@ def write_trained(store: SweepStore, indices: np.ndarray, masks: np.ndarray,
     ones of ``divergence`` as diverged records, the rest as completed models."""
     indices = np.asarray(indices, dtype=np.int64)
     diverged = np.zeros(len(indices), bool) if divergence is None else divergence.diverged
-    if diverged.any():
+    if divergence is not None and diverged.any():
         store.write_diverged(indices[diverged], masks[diverged], divergence.step[diverged],
                              divergence.last_loss[diverged])
         logger.warning("models %s diverged; recorded without outputs", indices[diverged].tolist())

@@ -49,9 +49,10 @@ import importlib.metadata
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import zarr
 
 from ..errors import DataError, StoreError
@@ -59,8 +60,9 @@ from ..outputs import TargetOutputs
 
 STORE_FORMAT = 1
 OUTPUT_FIELDS: tuple[str, ...] = ("correct_logit", "max_other_logit", "logsumexp", "predicted")
-_DIVERGED_FIELDS = {"diverged_step": ("int64", -1), "diverged_loss": ("float64", np.nan),
-                    "diverged": (bool, False)}  # in write order: the flag last
+_DIVERGED_FIELDS: dict[str, tuple[npt.DTypeLike, float]] = {
+    "diverged_step": ("int64", -1), "diverged_loss": ("float64", np.nan),
+    "diverged": (bool, False)}  # in write order: the flag last
 
 
 class DivergedModels(NamedTuple):
@@ -106,6 +108,15 @@ def _selection(indices: np.ndarray) -> slice | np.ndarray:
     return indices
 
 
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    """The array ``name`` of ``group`` (a group there means the store is not a sweep store)."""
+    node = group[name]
+    if not isinstance(node, zarr.Array):
+        raise StoreError(f"{name} in the store at {group.store} is a group, not an array; it is"
+                         " not a transfer-influence sweep store. Choose another store path.")
+    return node
+
+
 class SweepStore:
     """Read and write the results of one sweep (see the module docstring for the layout).
 
@@ -115,7 +126,8 @@ class SweepStore:
     def __init__(self, group: zarr.Group, path: str) -> None:
         self._group = group
         self.path = path
-        attrs = dict(group.attrs)
+        # JSON attributes, with the types create() writes them in.
+        attrs: dict[str, Any] = dict(group.attrs)
         if attrs.get("format") != STORE_FORMAT or "completed" not in group:
             raise StoreError(
                 f"{path} is not a complete transfer-influence sweep store (format"
@@ -123,12 +135,12 @@ class SweepStore:
                 " interrupted. Delete it and run the sweep again, or choose another store path."
             )
         self._attrs = attrs
-        self._masks = group["masks"]
-        self._outputs = {name: group[f"outputs/{name}"] for name in OUTPUT_FIELDS}
-        self._completed = group["completed"]
-        self._finished_at = group["finished_at"]
+        self._masks = _array(group, "masks")
+        self._outputs = {name: _array(group, f"outputs/{name}") for name in OUTPUT_FIELDS}
+        self._completed = _array(group, "completed")
+        self._finished_at = _array(group, "finished_at")
         self._num_models = int(attrs["num_models"])
-        self._diverged = {name: group[name] for name in _DIVERGED_FIELDS if name in group}
+        self._diverged = {name: _array(group, name) for name in _DIVERGED_FIELDS if name in group}
 
     # ----------------------------------------------------------------- construction
     @classmethod
@@ -356,7 +368,7 @@ class SweepStore:
     @property
     def target_labels(self) -> np.ndarray:
         """int64 ``[targets]`` labels of the target examples."""
-        return np.asarray(self._group["target_labels"][:], dtype=np.int64)
+        return np.asarray(_array(self._group, "target_labels")[:], dtype=np.int64)
 
     @property
     def num_models(self) -> int:

@@ -64,6 +64,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal
 
 import numpy as np
@@ -268,7 +269,7 @@ def mlp_layers(model: TransferModel) -> list[torch.nn.Linear] | None:
     if len(blocks) % 2 or not all(isinstance(a, torch.nn.Linear) and isinstance(b, torch.nn.ReLU)
                                   for a, b in pairs):
         return None
-    return [a for a, _ in pairs] + [model.head]
+    return [a for a, _ in pairs if isinstance(a, torch.nn.Linear)] + [model.head]
 
 
 def random_layers(model: torch.nn.Module) -> list[str]:
@@ -581,7 +582,11 @@ def _fit_bmm(models: list[TransferModel], streams: list[_IndexStream], batcher: 
     (``torch.baddbmm`` over the stacked weights ``[G, out, in]``) under mean cross-entropy with
     ``recipe.label_smoothing``, and the same SGD update as ``vmap``. Computes the gradients
     autograd would, without its per-step overhead, which dominates small MLPs on a CPU."""
-    layers = [mlp_layers(model) for model in models]
+    layers = []
+    for model in models:
+        linear = mlp_layers(model)
+        assert linear is not None  # only plain MLPs are trained here (hand_batchable)
+        layers.append(linear)
     params: list[torch.Tensor] = []
     for i in range(len(layers[0])):
         params += [torch.stack([ls[i].weight.detach() for ls in layers]),
@@ -649,7 +654,7 @@ def _step_group(params: list[torch.Tensor], gradients: Gradients, streams: list[
         grads, loss = gradients(xs, ys, check)
         with torch.no_grad():
             _sgd_update(params, grads, momentum, lrs, recipe)
-        if check:
+        if loss is not None:  # gradients() returns the loss exactly when `check` asks for it
             _check_finite(loss, np.minimum(step, last_steps), models, divergence)
 
 
@@ -662,12 +667,12 @@ def _sgd_update(params: list[torch.Tensor], grads: list[torch.Tensor],
     four), once for all models when they share a learning rate, else once per distinct rate on
     the slices of the models that have it.
     """
-    options = {"weight_decay": recipe.weight_decay, "momentum": recipe.momentum,
-               "dampening": 0.0, "nesterov": False, "maximize": False, "fused": True}
+    step = partial(sgd, weight_decay=recipe.weight_decay, momentum=recipe.momentum,
+                   dampening=0.0, nesterov=False, maximize=False, fused=True)
     if len(set(lrs)) == 1:
-        sgd(params, grads, momentum, lr=lrs[0], **options)
+        step(params, grads, [*momentum], lr=lrs[0])  # sgd takes list[Tensor | None] buffers
         return
     for lr in set(lrs):
         models = [g for g, rate in enumerate(lrs) if rate == lr]
-        sgd(*([t[g] for t in tensors for g in models] for tensors in (params, grads, momentum)),
-            lr=lr, **options)
+        p, d, m = ([t[g] for t in tensors for g in models] for tensors in (params, grads, momentum))
+        step(p, d, [*m], lr=lr)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from functools import partial
 
 import numpy as np
 import torch
@@ -94,11 +95,12 @@ def transfer_fixed_feature(
     logits = []
     for start in range(0, len(models), chunk):
         group = models[start:start + chunk]
-        options = {"normalization": normalization, "batch_size": batch_size, "device": device}
-        train_features = extract_features(group, target_train, **options).to(head_device).double()
+        extract = partial(extract_features, normalization=normalization, batch_size=batch_size,
+                          device=device)
+        train_features = extract(group, target_train).to(head_device).double()
         w, b = fit_linear_heads(train_features, labels.to(head_device),
                                 target_train.num_classes, l2=l2, max_iter=max_iter, tol=tol)
-        test_features = extract_features(group, target_test, **options).to(head_device).double()
+        test_features = extract(group, target_test).to(head_device).double()
         logits.append(torch.baddbmm(b.unsqueeze(1), test_features, w.transpose(1, 2)).cpu())
     return TargetOutputs.from_logits(torch.cat(logits), np.array(target_test.labels))
 

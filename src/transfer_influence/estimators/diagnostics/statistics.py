@@ -202,6 +202,7 @@ class _PoissonBootstrap:
     def influence(self) -> np.ndarray:
         """float64 ``[R, units, P]`` replicate influences; NaN for a unit whose replicate has no
         model keeping it or none dropping it."""
+        assert self._with is not None and self._total is not None  # callers update() first
         units = self._with.shape[0]
         replicates = self._replicates.size
         with_sums = self._with.reshape(units, replicates, -1)
@@ -301,6 +302,7 @@ class _BootstrapCurve:
         self.se = (overall, per_class)
 
     def result(self, replicates: int, seed: int) -> BootstrapSummary:
+        assert self.se is not None  # the last prefix size is all models, evaluated last
         sizes = self._sizes[:len(self._points)]
         se_overall, se_per_class = np.array(self._points).T
         usable = np.isfinite(se_per_class) & (se_per_class > 0)
@@ -364,6 +366,7 @@ def bootstrap_se(
         mean += delta / np.maximum(count, 1)[:, None]
         delta *= np.where(usable, sample - mean, 0.0)
         squares += delta
+    assert squares is not None  # replicates >= 2 (checked), each a pass over the source
     with np.errstate(invalid="ignore", divide="ignore"):
         se = np.sqrt(squares / (count - 1)[:, None])
     se[count < 2] = np.nan
@@ -419,7 +422,7 @@ def estimate_fdr(
         raise DataError("no knockoff scores are defined; use more knockoff units and models.")
     tau = np.sort(real)[-k]
     expected_false = real.size / knockoffs.size * np.count_nonzero(knockoffs >= tau)
-    return float(min(1.0, expected_false / max(1, np.count_nonzero(real >= tau))))
+    return float(min(1.0, expected_false / max(1, int(np.count_nonzero(real >= tau)))))
 
 
 def null_threshold(
@@ -505,6 +508,7 @@ class _Knockoffs:
         self, reducer: _ClassMeans, real: np.ndarray, k: int, side: Side
     ) -> KnockoffFDR:
         real_overall, real_class = reducer.split(real)
+        assert self.alpha is not None  # set by the first update()
         knock_overall, knock_class = reducer.split(self.sums.result())
         units = real.shape[0]
         fdr_class = np.full(reducer.num_classes, np.nan)

@@ -127,14 +127,17 @@ class Diagnostics:
         problems = self._problems(lds)
         if not problems:
             return None
-        if self._snr_only(problems):
-            return self.num_models + self.models_needed()
+        more = self._snr_only(problems)
+        if more is not None:
+            return self.num_models + more
         return 4 * self.num_models
 
-    def _snr_only(self, problems: list[str]) -> bool:
-        """Whether the only problem is a signal-to-noise ratio that can be extrapolated."""
-        return (len(problems) == 1 and self.signal_to_noise() < MIN_SIGNAL_TO_NOISE
-                and self.models_needed() is not None)
+    def _snr_only(self, problems: list[str]) -> int | None:
+        """:meth:`models_needed` when the only problem is a signal-to-noise ratio that can be
+        extrapolated, else None."""
+        if len(problems) == 1 and self.signal_to_noise() < MIN_SIGNAL_TO_NOISE:
+            return self.models_needed()
+        return None
 
     def verdict(self, lds: float | None = None) -> list[str]:
         """A short verdict in words: the first line says whether to train more models (and
@@ -153,8 +156,8 @@ class Diagnostics:
         """
         m = self.num_models
         problems = self._problems(lds)
-        if self._snr_only(problems):
-            more = self.models_needed()
+        more = self._snr_only(problems)
+        if more is not None:
             summary = (
                 f"Train more models: about {more} more ({m + more} in total) before trusting"
                 f" the top-{self.k} {self.side} units: {problems[0]}."
