@@ -150,6 +150,8 @@ def test_ekfac_equals_the_inverse_of_its_kronecker_factored_gauss_newton_on_a_sm
 @pytest.mark.parametrize(("model", "message"), [
     (nn.Sequential(nn.Linear(3, 4), nn.GroupNorm(2, 4), nn.Linear(4, 2)), "GroupNorm"),
     (nn.Sequential(nn.Conv2d(2, 2, 1, groups=2), nn.Flatten(), nn.Linear(2, 2)), "groups=2"),
+    (nn.Sequential(nn.Conv2d(2, 2, 1, padding="same"), nn.Flatten(), nn.Linear(2, 2)),
+     "'same'-padded"),
 ])
 def test_layers_ekfac_cannot_factor_are_refused(model, message):
     x = torch.randn(4, 3, dtype=torch.float64) if isinstance(model[0], nn.Linear) else \

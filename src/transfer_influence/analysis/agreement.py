@@ -159,12 +159,15 @@ def experiment_agreement(plan: SweepPlan, *, influence_function: InfluenceFuncti
         missing["sweep"] = (f"transfer-influence run {config}" if sweep is None else
                             "a sweep over source classes (its units are examples)")
     if surrogate is not None and surrogate.labelled:
-        scores["lm"] = score_source(plan, "lm", surrogate).scores
+        lm = score_source(plan, "lm", surrogate)
+        assert lm.scores is not None  # only random pruning has no scores
+        scores["lm"] = lm.scores
     else:
         missing["lm"] = (f"transfer-influence prune {config} --method lm" if surrogate is None
                          else "a supervised surrogate (this one is self-supervised)")
     if surrogate is not None:
         fm = score_source(plan, "fm", surrogate)
+        assert fm.scores is not None  # only random pruning has no scores
         scores["fm"] = class_means(fm.scores[fm.members], labels, classes)
     else:
         missing["fm"] = f"transfer-influence prune {config} --method fm"

@@ -114,7 +114,8 @@ class EKFAC:
 def _layers(model: nn.Module, layout: ParamLayout) -> list[tuple[str, nn.Module]]:
     """The supported layers holding every parameter of ``layout``; anything else is refused
     with the name of the layer and what to do."""
-    layers, covered = [], set()
+    layers: list[tuple[str, nn.Module]] = []
+    covered: set[str] = set()
     for name, module in model.named_modules():
         own = [f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)]
         if not own:
@@ -125,11 +126,12 @@ def _layers(model: nn.Module, layout: ParamLayout) -> list[tuple[str, nn.Module]
                 " factors only nn.Linear and nn.Conv2d layers: use solver='cg' for this model,"
                 " or freeze that layer's parameters out of the influence computation.")
         if isinstance(module, nn.Conv2d) and (module.groups != 1 or
-                                              module.padding_mode != "zeros"):
+                                              module.padding_mode != "zeros"
+                                              or isinstance(module.padding, str)):
             raise InfluenceError(
-                f"layer {name} is a grouped or non-zero-padded Conv2d (groups={module.groups},"
-                f" padding_mode={module.padding_mode!r}), which EK-FAC does not factor: use"
-                " solver='cg'.")
+                f"layer {name} is a grouped, non-zero-padded or {module.padding!r}-padded Conv2d"
+                f" (groups={module.groups}, padding_mode={module.padding_mode!r}), which EK-FAC"
+                " does not factor: give it integer padding, or use solver='cg'.")
         layers.append((name, module))
         covered.update(own)
     missing = [n for n in layout.names if n not in covered]
@@ -142,6 +144,7 @@ def _layers(model: nn.Module, layout: ParamLayout) -> list[tuple[str, nn.Module]
 def _inputs(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """A layer's input as ``[B, positions, in']`` (conv: unfolded patches; bias: a 1 column)."""
     if isinstance(module, nn.Conv2d):
+        assert not isinstance(module.padding, str)  # _layers refuses "same" / "valid"
         x = F.unfold(x, module.kernel_size, module.dilation, module.padding,
                      module.stride).transpose(1, 2)
     else:
