@@ -55,6 +55,17 @@ def test_finetune_needs_its_recipe():
         parse_config(_with(transfer__mode="finetune"))
 
 
+def test_proximal_is_for_finetuning_and_hashed_only_when_on():
+    with pytest.raises(ConfigError, match="transfer.proximal"):
+        parse_config(_with(transfer__proximal=0.1))
+    recipe = {"epochs": 1, "lr": 0.01}
+    off = parse_config(_with(transfer__mode="finetune", transfer__recipe=recipe)).config_hash()
+    spelled_out = _with(transfer__mode="finetune", transfer__recipe=recipe, transfer__proximal=0)
+    assert parse_config(spelled_out).config_hash() == off
+    on = _with(transfer__mode="finetune", transfer__recipe=recipe, transfer__proximal=0.1)
+    assert parse_config(on).config_hash() != off
+
+
 def test_suite_and_explicit_datasets_are_exclusive():
     raw = _with()
     raw["data"]["source"] = [{"name": "fashion-mnist"}]

@@ -115,17 +115,24 @@ class TransferConfig(_Strict):
 
     ``fixed_feature``: frozen backbone, a new linear head fit to convergence with L2 strength
     ``l2`` (multinomial logistic regression). ``finetune``: backbone and a new head trained
-    together with ``recipe``.
+    together with ``recipe``; ``proximal`` (alpha, default 0 = off) adds
+    ``alpha ||W - W_pretrained||^2`` on the backbone to its loss, tying the fine-tuned backbone
+    to the pretrained one (Chen et al. 2020's case 2, which ``influence-function`` needs for
+    fine-tuning).
     """
 
     mode: Literal["fixed_feature", "finetune"] = "fixed_feature"
     l2: float = Field(1e-3, gt=0)
     recipe: TrainRecipe | None = None
+    proximal: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _recipe_for_finetune(self) -> TransferConfig:
         if self.mode == "finetune" and self.recipe is None:
             raise ValueError("transfer.mode = 'finetune' needs a [transfer.recipe] table")
+        if self.proximal and self.mode != "finetune":
+            raise ValueError("transfer.proximal ties a fine-tuned backbone to the pretrained one;"
+                             " it needs transfer.mode = 'finetune' (remove it for fixed_feature)")
         if self.recipe is not None and self.recipe.objective != "cross_entropy":
             raise ValueError("transfer.recipe.objective must be 'cross_entropy': fine-tuning"
                              " learns the target labels (use simclr in [pretrain] instead)")

@@ -6,9 +6,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from typer.testing import CliRunner
 
 from transfer_influence.cli import app
+from transfer_influence.config import load_config
+from transfer_influence.influence_functions import Proximal
+from transfer_influence.influence_functions.experiment import build_problem
+from transfer_influence.sweep.plan import SweepPlan
 
 from ..sweep.conftest import write_sweep_config
 
@@ -52,3 +57,38 @@ def test_influence_function_command_with_the_ekfac_solver(tmp_path: Path):
     assert json.loads((tmp_path / "sweep.zarr.influence-function.args.json").read_text())[
         "solver"] == "ekfac"
     assert np.corrcoef(scores["cg"], scores["ekfac"])[0, 1] > 0.3  # 0.73 when written
+
+
+def _finetune_config(tmp_path: Path, proximal: float) -> Path:
+    """The tiny planted experiment with full fine-tuning (and a proximal term when > 0), on a
+    smooth CNN with weight decay, whose fine-tuned backbone training can converge."""
+    config = write_sweep_config(tmp_path, epochs=1)
+    smooth = ('[model]\nname = "small_cnn"\n[model.options]\nwidth = 2\nactivation = "tanh"\n'
+              'pool = "avg"\n[pretrain]\nweight_decay = 0.01\n')
+    text = config.read_text()
+    config.write_text(text[:text.index("[model]")] + smooth + text[text.index("[pretrain]\n")
+                                                                   + len("[pretrain]\n"):])
+    recipe = "[transfer.recipe]\nepochs = 1\nlr = 0.05\nbatch_size = 16\nweight_decay = 0.01\n"
+    mode = f'mode = "finetune"\nproximal = {proximal}\n'
+    config.write_text(config.read_text().replace("[transfer]\n", f"[transfer]\n{mode}")
+                      .replace("[sweep]\n", f"{recipe}[sweep]\n"))
+    return config
+
+
+def test_case_2_runs_from_a_finetuning_config_with_a_proximal_term(tmp_path: Path):
+    config = _finetune_config(tmp_path, 1.0)
+    result = CliRunner().invoke(app, ["influence-function", str(config), *OPTIONS])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "sweep.zarr.influence-function.validation.json").read_text())
+    assert len(saved["actual"]) == 3 and any(saved["predicted"])
+    plan = SweepPlan.from_config(load_config(config))
+    problem = build_problem(plan, cache=tmp_path / "sweep.zarr.influence-function.models.pt")
+    assert problem.finetune == Proximal(1.0, 0.01)
+    assert not torch.equal(problem.phi[:problem.w_size], problem.theta[:problem.w_size])
+
+
+def test_finetuning_without_a_proximal_term_is_refused(tmp_path: Path):
+    config = _finetune_config(tmp_path, 0)
+    result = CliRunner().invoke(app, ["influence-function", str(config), *OPTIONS])
+    assert result.exit_code == 1 and "transfer.proximal = alpha > 0" in result.output
+    assert not list(tmp_path.glob("sweep.zarr.influence-function.*"))

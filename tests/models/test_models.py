@@ -84,6 +84,21 @@ def test_bad_options():
     assert model_options("mlp") == {"width": 512, "depth": 2}
 
 
+def test_small_cnn_activation_and_pooling_options():
+    def layers(**options) -> set[type]:
+        model = build_model("small_cnn", in_channels=1, image_size=8, num_classes=2, width=2,
+                            **options)
+        return {type(m) for m in model.backbone}
+
+    assert {nn.ReLU, nn.MaxPool2d} <= layers()  # the defaults are the original network
+    assert not {nn.Softplus, nn.Tanh, nn.AvgPool2d} & layers()
+    smooth = layers(activation="tanh", pool="avg")
+    assert {nn.Tanh, nn.AvgPool2d} <= smooth and not {nn.ReLU, nn.MaxPool2d} & smooth
+    assert nn.Softplus in layers(activation="softplus")
+    with pytest.raises(ModelError, match="option activation = 'swish' is invalid"):
+        layers(activation="swish")
+
+
 class Scale(nn.Module):
     """A layer of its own with a parameter and reset_parameters (draws from the global RNG)."""
 

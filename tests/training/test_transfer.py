@@ -15,6 +15,7 @@ from transfer_influence.training import (
     finetune_group,
     fit_linear_heads,
     predict_logits,
+    transfer,
     transfer_fixed_feature,
 )
 
@@ -72,6 +73,28 @@ def test_finetune_group(models):
     assert all(torch.equal(a, b) for a, b in zip(before, models[0].parameters()))
     alone = finetune_group(models[1:], train, test, recipe, seeds=[6], strategy="loop")
     np.testing.assert_allclose(outputs.correct_logit[1:], alone.correct_logit, atol=1e-5)
+
+
+def _tuned_backbone_drift(models, monkeypatch, **options) -> float:
+    """How far full fine-tuning moves model 0's backbone (squared distance from pretrained)."""
+    tuned = []
+    original = transfer.predict_logits
+    monkeypatch.setattr(transfer, "predict_logits",
+                        lambda ms, *a, **k: tuned.extend(ms) or original(ms, *a, **k))
+    recipe = TrainRecipe(epochs=3, batch_size=16, lr=0.05, normalization=NORM)
+    finetune_group(models[:1], target_split(60, 3), target_split(24, 4), recipe, seeds=[5],
+                   **options)
+    return sum(float((a - b).detach().square().sum()) for a, b in
+               zip(tuned[0].backbone.parameters(), models[0].backbone.parameters()))
+
+
+def test_proximal_finetuning_ties_the_backbone_to_the_pretrained_one(models, monkeypatch):
+    free = _tuned_backbone_drift(models, monkeypatch, strategy="loop")
+    assert free > 0
+    assert _tuned_backbone_drift(models, monkeypatch, proximal=1e-3) > 0.3 * free
+    assert _tuned_backbone_drift(models, monkeypatch, proximal=5.0) < 0.05 * free
+    with pytest.raises(TrainingError, match="strategy 'loop'"):
+        _tuned_backbone_drift(models, monkeypatch, proximal=1.0, strategy="vmap")
 
 
 def test_predict_logits_shape(models):

@@ -30,7 +30,14 @@ from ..sweep.plan import SweepPlan, model_seed
 from ..training import pretrain_group
 from ..training.preprocess import to_inputs
 from ..training.trainer import model_generator
-from .multistage import SOLVERS, FixedFeature, MultiStageProblem, SolverOptions, is_solver
+from .multistage import (
+    SOLVERS,
+    FixedFeature,
+    MultiStageProblem,
+    Proximal,
+    SolverOptions,
+    is_solver,
+)
 from .validate import Validation, validate
 
 
@@ -57,13 +64,10 @@ def build_problem(plan: SweepPlan, *, tol: float = 1e-6, cache: Path | None = No
                   ) -> MultiStageProblem:
     """The experiment's two stages at their optima: one model pretrained on the whole source
     with the config's recipe (seed ``model_seed(sweep.seed, 0)``), then both stages polished to
-    ``||grad|| <= tol`` in float64 (case 1: ``transfer.mode = "fixed_feature"``). ``cache`` saves
-    the converged models and reloads them on reruns."""
+    ``||grad|| <= tol`` in float64. ``cache`` saves the converged models and reloads them on
+    reruns."""
     config = plan.config
-    if config.transfer.mode != "fixed_feature":
-        raise ConfigError("influence-function supports transfer.mode = 'fixed_feature' (case 1)"
-                          " from a config; for a proximally fine-tuned embedding (case 2) build a"
-                          " MultiStageProblem with Proximal(alpha) in Python.")
+    finetune = _finetune_case(config)
     data = plan.data
     seed = model_seed(config.sweep.seed, 0)
     models = pretrain_group(config.model.name, data.source,
@@ -83,8 +87,7 @@ def build_problem(plan: SweepPlan, *, tol: float = 1e-6, cache: Path | None = No
         pretrained.load_state_dict(state["pretrained"])
         finetuned.load_state_dict(state["finetuned"])
     problem = MultiStageProblem(pretrained, finetuned, source_x, source_y, target_x, target_y,
-                                FixedFeature(config.transfer.l2),
-                                pretrain_decay=config.pretrain.weight_decay)
+                                finetune, pretrain_decay=config.pretrain.weight_decay)
     if models is not None:
         problem.converge(tol=tol)
         if cache is not None:
@@ -94,11 +97,46 @@ def build_problem(plan: SweepPlan, *, tol: float = 1e-6, cache: Path | None = No
     return problem
 
 
+def _finetune_case(config: ExperimentConfig) -> FixedFeature | Proximal:
+    """The config's transfer as a multi-stage case: ``fixed_feature`` is case 1
+    (``FixedFeature(transfer.l2)``); ``finetune`` with ``transfer.proximal = alpha > 0`` is case 2
+    (``Proximal(alpha, transfer.recipe.weight_decay)``, the objective ``finetune_group``
+    trains). Full fine-tuning without a proximal term is refused: its optimum does not depend
+    on the pretrained backbone, so every influence would be 0."""
+    transfer = config.transfer
+    if transfer.mode == "fixed_feature":
+        return FixedFeature(transfer.l2)
+    if not transfer.proximal:
+        raise ConfigError(
+            "influence-function on full fine-tuning needs the proximal term of Chen et al.'s"
+            " case 2: set transfer.proximal = alpha > 0 (e.g. 0.01), which ties the fine-tuned"
+            " backbone to the pretrained one; without it the fine-tuned optimum does not depend"
+            " on the pretraining data. Or use transfer.mode = 'fixed_feature' (case 1).")
+    recipe = transfer.recipe
+    if recipe is not None and recipe.label_smoothing:
+        raise ConfigError("influence-function fine-tunes with plain cross-entropy; set"
+                          " transfer.recipe.label_smoothing = 0.")
+    return Proximal(transfer.proximal, recipe.weight_decay if recipe is not None else 0.0)
+
+
 def _empty_model(plan: SweepPlan) -> TransferModel:
     """The config's architecture, to load cached converged parameters into."""
     channels, size, _ = plan.data.source.image_shape
     return build_model(plan.config.model.name, in_channels=channels, image_size=size,
                        num_classes=plan.data.source.num_classes, **plan.config.model.options)
+
+
+def validation_indices(total: np.ndarray, count: int, seed: int) -> np.ndarray:
+    """The ``count`` pretraining examples ``--validate`` removes, as in Chen et al. (Fig. 2/3):
+    the ``count // 2`` with the largest ``|influence|`` on the summed test loss (the effects
+    large enough to stand out of the retraining noise) and the rest drawn at random (seeded)
+    from the others, so typical examples are checked too. Sorted."""
+    count = min(count, len(total))
+    largest = np.argsort(-np.abs(total), kind="stable")[:count // 2]
+    others = np.setdiff1d(np.arange(len(total)), largest)
+    rng = np.random.default_rng([seed, 12])
+    return np.sort(np.concatenate([largest, rng.choice(others, size=count - len(largest),
+                                                       replace=False)]))
 
 
 @dataclass
@@ -175,6 +213,7 @@ def run_influence_function(config: ExperimentConfig, args: InfluenceArgs, *,
     """Compute (or resume) the influences of an experiment; see the module docstring."""
     if not is_solver(args.solver):  # before any training
         raise ConfigError(f"unknown solver {args.solver!r}; choose one of {', '.join(SOLVERS)}.")
+    _finetune_case(config)  # an unsupported transfer is refused before anything is written
     prefix = "influence-function"
     args_path = config.artifact_path(f"{prefix}.args.json")
     saved = json.loads(args_path.read_text()) if args_path.exists() else None
@@ -207,9 +246,7 @@ def run_influence_function(config: ExperimentConfig, args: InfluenceArgs, *,
             np.savez(file, total=total, per_test=per_test, tests=tests)
     validation = None
     if args.validate:
-        rng = np.random.default_rng([args.seed, 12])
-        chosen = np.sort(rng.choice(problem.m, size=min(args.validate, problem.m),
-                                    replace=False))
+        chosen = validation_indices(total, args.validate, args.seed)
         validation = validate(problem, x_test, y_test, chosen, options=options,
                               tol=args.train_tol,
                               checkpoint=config.artifact_path(

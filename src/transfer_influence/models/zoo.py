@@ -9,6 +9,8 @@ its parameters and input, which ensemble training and influence functions rely o
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import PositiveInt
 from torch import nn
 
@@ -34,16 +36,25 @@ def _at_least_4x4(name: str, image_size: int) -> None:
         raise ModelError(f"model {name!r} needs images of at least 4x4 pixels, got {image_size}.")
 
 
-def _small_cnn(in_channels: int, image_size: int, num_classes: int, *, width: PositiveInt = 32
-               ) -> TransferModel:
-    """Three conv3x3-ReLU blocks (width, 2w, 4w), max-pooling after the first two, global average
-    pooling; features have ``4 * width`` dimensions."""
+_ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "softplus": nn.Softplus,
+                                            "tanh": nn.Tanh, "gelu": nn.GELU}
+_POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+def _small_cnn(in_channels: int, image_size: int, num_classes: int, *, width: PositiveInt = 32,
+               activation: Literal["relu", "softplus", "tanh", "gelu"] = "relu",
+               pool: Literal["max", "avg"] = "max") -> TransferModel:
+    """Three conv3x3-activation blocks (width, 2w, 4w), 2x2 pooling after the first two, global
+    average pooling; features have ``4 * width`` dimensions. ``activation = "softplus"`` (or
+    tanh, gelu) with ``pool = "avg"`` makes the network smooth in its parameters, so training can
+    reach a gradient norm of 1e-8, as influence functions need (ReLU and max-pooling have kinks
+    where full-batch optimisers stall)."""
     _at_least_4x4("small_cnn", image_size)
-    w = width
+    w, act, pooling = width, _ACTIVATIONS[activation], _POOLS[pool]
     backbone = nn.Sequential(
-        nn.Conv2d(in_channels, w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(w, 2 * w, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(in_channels, w, 3, padding=1), act(), pooling(2),
+        nn.Conv2d(w, 2 * w, 3, padding=1), act(), pooling(2),
+        nn.Conv2d(2 * w, 4 * w, 3, padding=1), act(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
     )
     return TransferModel(backbone, nn.Linear(4 * w, num_classes), 4 * w)

@@ -209,7 +209,7 @@ class SweepPlan:
             transferred = finetune_group([models[g] for g in kept], self.data.target_train,
                                          self.data.target_test, recipe=transfer.recipe,
                                          seeds=[seeds[g] for g in kept], divergence=tuning,
-                                         device=device)
+                                         device=device, proximal=transfer.proximal)
             if divergence is not None and tuning is not None:
                 sizes = ([len(self.data.source)] * kept.size if equal_steps else
                          [len(s) for s in subset_indices(self.data.source, masks[kept],

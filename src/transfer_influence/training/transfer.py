@@ -24,7 +24,7 @@ from ..models.base import TransferModel
 from ..outputs import TargetOutputs
 from ..recipe import Normalization, TrainRecipe
 from .linear_heads import fit_linear_heads
-from .objectives import Objective
+from .objectives import Features, Head, Objective, recipe_objective
 from .preprocess import to_inputs
 from .trainer import DivergenceLog, Strategy, fit_models, model_generator
 
@@ -117,13 +117,19 @@ def finetune_group(
     device: str | torch.device = "cpu",
     progress: bool = False,
     divergence: DivergenceLog | None = None,
+    proximal: float = 0.0,
 ) -> TargetOutputs:
     """Full fine-tuning: copy each pretrained model, give it a fresh head with one output per
     target class (initialised from its seed), train backbone and head on all of ``target_train``
     with ``recipe`` (same group trainer and guarantees as pretraining), and return the stored
     outputs on ``target_test``, ``[models, targets]``. The input models are left unchanged.
     ``divergence`` records diverged models instead of raising (see :func:`fit_models`); their
-    outputs are then not finite."""
+    outputs are then not finite.
+
+    ``proximal`` (alpha > 0) adds ``alpha ||W - W_pretrained||^2`` over the backbone parameters
+    to every step's loss (Chen et al. 2020's proximal fine-tuning); it trains each model in the
+    ``loop`` strategy, where the objective sees the model's own backbone. ``0`` leaves training
+    exactly as without the option."""
     _check_inputs(models, target_train, target_test)
     if recipe.objective != "cross_entropy":
         raise TrainingError(
@@ -139,12 +145,40 @@ def finetune_group(
         copied = copy.deepcopy(model)
         copied.replace_head(target_train.num_classes, generator)
         tuned.append(copied)
+    if proximal:
+        if strategy not in ("auto", "loop"):
+            raise TrainingError(f"proximal fine-tuning trains with strategy 'loop' (the objective"
+                                f" needs each model's backbone), got {strategy!r}; pass 'auto'.")
+        strategy = "loop"
+        objective = _Proximal(objective or recipe_objective(recipe), tuned, proximal)
     everything = np.arange(len(target_train), dtype=np.int64)
     fit_models(tuned, target_train, [everything] * len(tuned), generators, recipe,
                objective=objective, strategy=strategy, device=device, progress=progress,
                divergence=divergence)
     logits = predict_logits(tuned, target_test, normalization=recipe.normalization, device=device)
     return TargetOutputs.from_logits(logits.cpu(), np.array(target_test.labels))
+
+
+class _Proximal:
+    """``objective + alpha ||W - W_pretrained||^2``: the anchors are each model's backbone
+    parameters when the objective is made, looked up by the backbone module the ``loop``
+    strategy passes in."""
+
+    def __init__(self, objective: Objective, models: Sequence[TransferModel], alpha: float
+                 ) -> None:
+        self.objective, self.alpha = objective, alpha
+        self.anchors = {id(m.backbone): [p.detach().clone() for p in m.backbone.parameters()]
+                        for m in models}
+
+    def __call__(self, features: Features, head: Head, x: torch.Tensor, y: torch.Tensor
+                 ) -> torch.Tensor:
+        if not isinstance(features, torch.nn.Module):
+            raise TrainingError("proximal fine-tuning needs each model's backbone module; it"
+                                " trains with strategy 'loop'.")
+        anchors = self.anchors[id(features)]
+        penalty = sum((p - a.to(p.device)).square().sum()
+                      for p, a in zip(features.parameters(), anchors))
+        return self.objective(features, head, x, y) + self.alpha * penalty
 
 
 def _check_inputs(models: Sequence[TransferModel], target_train: LabeledImages,
