@@ -44,7 +44,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +56,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+import transfer_influence.sweep.plan as plan_module
+import transfer_influence.training.transfer as transfer_module
 from transfer_influence.cli import quickstart_config
+from transfer_influence.config import load_config
 from transfer_influence.data.images import LabeledImages
 from transfer_influence.models import build_model
+from transfer_influence.sweep.plan import SweepPlan
 from transfer_influence.training import TrainRecipe, subset_indices, train_group
 
 CLASSES, SIZE = 20, 28
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -82,10 +91,14 @@ def step_flops(model: torch.nn.Module, batch: int) -> int:
 
 
 def train_single(build, data: LabeledImages, indices: np.ndarray, recipe: TrainRecipe,
-                 seed: int) -> int:
-    """The plain PyTorch way: one model, SGD, shuffled full batches. Returns steps taken."""
+                 seed: int, channels_last: bool = False) -> int:
+    """The plain PyTorch way: one model, SGD, shuffled full batches (``channels_last``: its
+    convolution weights in channels-last memory, which makes PyTorch run them so). Returns steps
+    taken."""
     torch.manual_seed(seed)
     model = build()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     x_all = torch.as_tensor(data.images[indices], dtype=torch.float32) / 255
@@ -113,6 +126,73 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def shipped_configs() -> list[tuple[str, Callable[[], object]]]:
+    """(name, loader) of every shipped experiment that runs a sweep: the quickstart and
+    ``examples/*.toml`` (``my_model`` imports ``examples/my_models.py``)."""
+    configs: list[tuple[str, Callable[[], object]]] = [
+        ("quickstart", lambda: quickstart_config(Path("unused.zarr")))]
+    for path in sorted(EXAMPLES.glob("*.toml")):
+        configs.append((path.stem, lambda path=path: load_config(path)))
+    return configs
+
+
+@contextmanager
+def phase_timers(totals: dict[str, float]) -> Iterator[None]:
+    """Wrap the stages the sweep calls (pretraining, feature extraction, linear-head fits,
+    fine-tuning, prediction) so that their wall-clock seconds add up in ``totals``."""
+    stages = [(plan_module, "pretrain_group", "pretrain"),
+              (transfer_module, "extract_features", "features"),
+              (transfer_module, "fit_linear_heads", "heads"),
+              (transfer_module, "fit_models", "finetune"),
+              (transfer_module, "predict_logits", "predict")]
+    originals = [(module, name, getattr(module, name)) for module, name, _ in stages]
+
+    def timing(fn, key):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
+        return wrapper
+
+    for (module, name, fn), (_, _, key) in zip(originals, stages):
+        setattr(module, name, timing(fn, key))
+    try:
+        yield
+    finally:
+        for module, name, fn in originals:
+            setattr(module, name, fn)
+
+
+def configs_mode(models: int | None, only: list[str] | None) -> None:
+    """Time one group of each shipped sweep exactly as ``run`` trains it (pretraining and
+    transfer of models 0, 1, ..., no store writes) and print models per hour and where the time
+    goes; ends with one JSON line ``{config: models_per_hour}``."""
+    sys.path.insert(0, str(EXAMPLES))  # my_model.toml names examples/my_models.py
+    rates = {}
+    print(f"{'config':26s} {'model':22s} {'models':>6s} {'s/model':>8s} {'models/h':>9s}  "
+          "share of time: pretrain / features / heads / finetune / predict")
+    for name, load in shipped_configs():
+        if only and name not in only:
+            continue
+        config = load().model_copy(update={"device": "cpu"})
+        plan = SweepPlan.from_config(config)
+        count = min(models or config.sweep.group_size, plan.num_models)
+        totals: dict[str, float] = {}
+        with phase_timers(totals):
+            start = time.perf_counter()
+            plan.train_group(np.arange(count))
+            seconds = time.perf_counter() - start
+        rates[name] = round(count * 3600 / seconds, 1)
+        model = f"{config.model.name} {dict(config.model.options)}"
+        shares = " / ".join(f"{totals.get(k, 0.0) / seconds:.0%}" for k in
+                            ("pretrain", "features", "heads", "finetune", "predict"))
+        print(f"{name:26s} {model[:22]:22s} {count:6d} {seconds / count:8.2f} "
+              f"{rates[name]:9,.0f}  {shares}", flush=True)
+    print(json.dumps(rates))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="about a minute on 2 cores")
@@ -128,11 +208,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--per-class", type=int, default=1000, help="source images per class")
     parser.add_argument("--strategy", default="auto", choices=["auto", "loop", "vmap", "bmm"])
-    parser.add_argument("--epochs", type=float, default=None)
+    parser.add_argument("--epochs", type=float, default=None,
+                        help="default 6 for mlp, 1.25 for small_cnn (2 and 0.25 with --quick)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="best of this many runs each (default 2, 5 with --quickstart)")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table")
+    parser.add_argument("--configs", nargs="*", default=None, metavar="NAME",
+                        help="instead: models per hour of the shipped experiment configs (all,"
+                        " or those NAMEd: quickstart, split_fashion, ...), one group each")
+    parser.add_argument("--models", type=int, default=None,
+                        help="with --configs: models timed per config (default: its group size)")
     args = parser.parse_args()
+    if args.configs is not None:
+        configs_mode(args.models, args.configs)
+        return
 
     if args.quickstart:
         config = quickstart_config(Path("unused.zarr"))
@@ -141,7 +230,10 @@ def main() -> None:
         per_class = config.data.options["source_per_class"]
     else:
         model_name, group_size, per_class = args.model, args.group_size, args.per_class
-        recipe = TrainRecipe(epochs=args.epochs or (2.0 if args.quick else 6.0), lr=0.05,
+        # small_cnn: 1.25 epochs of 10,000 images = 195 steps a model, as in the split-Fashion
+        # pretraining (2 epochs of ~6,500 images at batch 64)
+        epochs = {"mlp": (6.0, 2.0), "small_cnn": (1.25, 0.25)}[model_name][args.quick]
+        recipe = TrainRecipe(epochs=args.epochs or epochs, lr=0.05,
                              weight_decay=5e-4, schedule="cosine", batch_size=args.batch_size)
         options = {"mlp": {"width": 512, "depth": 2}, "small_cnn": {"width": 32}}[model_name]
         if args.width is not None:
@@ -169,20 +261,25 @@ def main() -> None:
           f"{recipe.epochs} epochs on {per_class * CLASSES // 2} images each, "
           f"{steps} steps of {flops / 1e9:.2f} GFLOP; torch threads {torch.get_num_threads()}")
 
-    def run_single() -> None:
+    def run_single(channels_last: bool = False) -> None:
         for g, indices in enumerate(subsets):
-            train_single(build, data, indices, recipe, seed=g)
+            train_single(build, data, indices, recipe, seed=g, channels_last=channels_last)
 
     def run_group() -> None:
         train_group(build, data, masks, unit="class", seeds=range(group_size),
                     recipe=recipe, strategy=args.strategy)
 
-    # Alternate the two and keep the best time of each, so that load from other processes
-    # (shared machines) hits both alike.
-    single = group = float("inf")
+    variants = {"single": run_single, "group": run_group}
+    if any(isinstance(m, torch.nn.Conv2d) for m in build().modules()):
+        variants = {"single": run_single, "single_channels_last": lambda: run_single(True),
+                    "group": run_group}
+    # Interleave the variants, so that load from other processes (shared machines) hits all
+    # alike; the speedup is of the best times, medians and ranges are printed beside them.
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
-        single = min(single, timed(run_single))
-        group = min(group, timed(run_group))
+        for name, fn in variants.items():
+            times[name].append(timed(fn))
+    single, group = min(times["single"]), min(times["group"])
     if args.profile:
         with torch.profiler.profile() as prof:
             run_group()
@@ -192,9 +289,15 @@ def main() -> None:
         "models_per_hour_single": round(group_size * 3600 / single, 1),
         "models_per_hour_group": round(group_size * 3600 / group, 1),
         "speedup": round(single / group, 3),
+        "speedup_median": round(statistics.median(times["single"])
+                                / statistics.median(times["group"]), 3),
         "gflops": round(steps * flops / group / 1e9, 1),
         "gflops_peak": round(peak, 1),
     }
+    for name, values in times.items():
+        print(f"{name:21s} best {min(values):7.3f} s, median {statistics.median(values):7.3f} s,"
+              f" range {min(values):.3f}-{max(values):.3f} s over {len(values)} runs;"
+              f" {single / min(values):.2f}x the plain NCHW loop (best)")
     print(f"single: {single:.3f} s ({steps * flops / single / 1e9:.1f} GFLOP/s); "
           f"group[{args.strategy}]: {group:.3f} s ({result['gflops']} GFLOP/s); "
           f"matmul peak {peak:.1f} GFLOP/s -> {result['gflops'] / peak:.0%} of peak")

@@ -62,7 +62,8 @@ speed against the plain one-model loop and share of the float32 matmul peak:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal
 
@@ -242,16 +243,23 @@ def pretrain_group(
 ) -> list[TransferModel]:
     """:func:`train_group` on the masked source with its labels; the head has one output per
     source class (removed classes included, so every model shares one label space)."""
+    return train_group(source_builder(model_name, source, model_options), source, masks, unit=unit, seeds=seeds, recipe=recipe,
+                       objective=objective, strategy=strategy, device=device, progress=progress,
+                       schedule_examples=schedule_examples, observe=observe,
+                       divergence=divergence)
+
+
+def source_builder(model_name: str, source: LabeledImages, model_options: dict | None = None
+                   ) -> Callable[[], TransferModel]:
+    """A function returning fresh ``model_name`` models for ``source``'s images, with one output
+    per source class (what :func:`pretrain_group` trains)."""
     channels, height, _ = source.image_shape
 
     def build() -> TransferModel:
         return build_model(model_name, in_channels=channels, image_size=height,
                            num_classes=source.num_classes, **(model_options or {}))
 
-    return train_group(build, source, masks, unit=unit, seeds=seeds, recipe=recipe,
-                       objective=objective, strategy=strategy, device=device, progress=progress,
-                       schedule_examples=schedule_examples, observe=observe,
-                       divergence=divergence)
+    return build
 
 
 SMALL_MODEL_PARAMETERS = 150_000
@@ -459,10 +467,50 @@ def fit_models(
         _fit_vmap(models, streams, batcher, sizes, recipe, objective, progress, divergence)
     else:
         for g, (model, stream, n) in enumerate(zip(models, streams, sizes)):
-            with forked_rng(_global_draws_seed(stream.generator), device):  # dropout, seeded
+            # dropout draws seeded; convolutions in the layout every CNN path uses
+            with forked_rng(_global_draws_seed(stream.generator), device), conv_layout(model):
                 _fit_loop(model, stream, batcher, n, recipe, objective, progress, g, observe,
                           divergence)
     return models
+
+
+CONV_LAYOUT = "channels_last"
+"""The memory layout in which models with 2-D convolutions train (``loop``) and extract
+features: recorded in every sweep store of such a model (see :func:`conv_numerics`), because it
+changes their results at float rounding (oneDNN sums a convolution in another order)."""
+
+
+def has_conv2d(model: torch.nn.Module) -> bool:
+    """Whether ``model`` has a 2-D convolution (the layers :data:`CONV_LAYOUT` applies to)."""
+    return any(isinstance(layer, torch.nn.Conv2d) for layer in model.modules())
+
+
+def conv_numerics(model: torch.nn.Module) -> dict[str, str] | None:
+    """``{"conv_layout": CONV_LAYOUT}`` for a model with 2-D convolutions, None for any other:
+    what a sweep store records and checks so that models trained under another layout (an earlier
+    version trained CNNs in NCHW) are never mixed into one store."""
+    return {"conv_layout": CONV_LAYOUT} if has_conv2d(model) else None
+
+
+@contextmanager
+def conv_layout(model: torch.nn.Module) -> Iterator[None]:
+    """Run the block with the 4-D weights of a model with 2-D convolutions in channels-last
+    memory, then give them back their contiguous layout (values unchanged either way).
+
+    PyTorch runs a convolution channels-last when its weight is, whatever its input's layout, so
+    the model alone decides. On a CPU this is what makes small CNNs fast: NCHW max-pooling and
+    ReLU backward took half of a step (``benchmarks/ensemble_throughput.py``). Every path that
+    trains one model or extracts its features goes through here, so a model's results do not
+    depend on which group or path computed them.
+    """
+    if not has_conv2d(model):
+        yield
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)
 
 
 def _check_finite(loss: torch.Tensor, steps: np.ndarray, models: np.ndarray,
