@@ -106,6 +106,16 @@ def test_conv_layout_is_channels_last_inside_and_restored():
     assert conv_numerics(cnn) == {"conv_layout": "channels_last"}
     assert conv_numerics(builder("mlp")()) is None
 
+    class Scale(torch.nn.Module):  # a user's layer, which may view its input as NCHW
+        def forward(self, x):
+            return x.view(x.shape[0], -1).view(x.shape)
+
+    cnn.backbone.insert(1, Scale())
+    assert conv_numerics(cnn) is None
+    with conv_layout(cnn):
+        assert all(p.is_contiguous() for p in cnn.parameters())
+        cnn(torch.zeros(2, 1, 8, 8))
+
 
 def test_bmm_matches_loop_without_smoothing_at_depth_two(source):
     recipe = RECIPE.model_copy(update={"label_smoothing": 0.0})

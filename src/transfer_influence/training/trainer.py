@@ -46,6 +46,12 @@ parameters, where per-step overhead, not arithmetic, bounds the loop), ``loop`` 
 loop, a model's global-RNG draws (dropout) come from a seed derived from its own seed, inside
 :func:`~transfer_influence.models.base.forked_rng`, so they too are reproducible and do not
 depend on the other models of the group.
+
+Models of library layers with 2-D convolutions run them channels-last (:func:`conv_layout`)
+wherever they train in the loop or extract features, so a model's numbers never depend on which
+group or path computed them; it is a deliberate change from PyTorch's default NCHW at float
+rounding, recorded in sweep stores (:func:`conv_numerics`). Under ``vmap`` (CUDA) they stay NCHW.
+
 Measured on a 2-core CPU (torch 2.13, ``benchmarks/ensemble_throughput.py``, idle machine),
 speed against the plain one-model loop and share of the float32 matmul peak:
 
@@ -56,7 +62,9 @@ speed against the plain one-model loop and share of the float32 matmul peak:
 - MLP 784-512-512-20, batch 256, 8 models (``--quick``): bmm 1.2-1.3x, 79-83% of peak (loop
   60-70%);
 - MLP 784-128-20 / 784-256-20 / 784-1024-20, batch 64: bmm 2.0x / 1.3x / 1.2x;
-- small CNN: vmapped convolutions 2-3x slower than the loop, which runs at ~85% of peak.
+- small CNN (width 16, batch 64, 8 models): the loop in channels-last about 1.3-1.9x the NCHW
+  loop on a loaded machine (NCHW max-pooling and ReLU backward took about 40% of a step);
+  vmapped or grouped convolutions and ``torch.compile`` were slower than the loop.
 """
 
 from __future__ import annotations
@@ -480,22 +488,27 @@ features: recorded in every sweep store of such a model (see :func:`conv_numeric
 changes their results at float rounding (oneDNN sums a convolution in another order)."""
 
 
-def has_conv2d(model: torch.nn.Module) -> bool:
-    """Whether ``model`` has a 2-D convolution (the layers :data:`CONV_LAYOUT` applies to)."""
-    return any(isinstance(layer, torch.nn.Conv2d) for layer in model.modules())
+def runs_channels_last(model: torch.nn.Module) -> bool:
+    """Whether :data:`CONV_LAYOUT` applies to ``model``: it has a 2-D convolution and only layers
+    from ``torch.nn`` and this package (a user's own layer may ``view`` its input as NCHW, which
+    fails on channels-last memory, so such models keep PyTorch's default)."""
+    return (any(isinstance(layer, torch.nn.Conv2d) for layer in model.modules())
+            and _library_layers_only(model))
 
 
 def conv_numerics(model: torch.nn.Module) -> dict[str, str] | None:
-    """``{"conv_layout": CONV_LAYOUT}`` for a model with 2-D convolutions, None for any other:
+    """``{"conv_layout": CONV_LAYOUT}`` for a model it applies to (:func:`runs_channels_last`),
+    None for any other:
     what a sweep store records and checks so that models trained under another layout (an earlier
     version trained CNNs in NCHW) are never mixed into one store."""
-    return {"conv_layout": CONV_LAYOUT} if has_conv2d(model) else None
+    return {"conv_layout": CONV_LAYOUT} if runs_channels_last(model) else None
 
 
 @contextmanager
 def conv_layout(model: torch.nn.Module) -> Iterator[None]:
-    """Run the block with the 4-D weights of a model with 2-D convolutions in channels-last
-    memory, then give them back their contiguous layout (values unchanged either way).
+    """Run the block with the 4-D weights of a model with 2-D convolutions (and library layers
+    only, :func:`runs_channels_last`) in channels-last memory, then give them back their
+    contiguous layout (values unchanged either way).
 
     PyTorch runs a convolution channels-last when its weight is, whatever its input's layout, so
     the model alone decides. On a CPU this is what makes small CNNs fast: NCHW max-pooling and
@@ -503,7 +516,7 @@ def conv_layout(model: torch.nn.Module) -> Iterator[None]:
     trains one model or extracts its features goes through here, so a model's results do not
     depend on which group or path computed them.
     """
-    if not has_conv2d(model):
+    if not runs_channels_last(model):
         yield
         return
     model.to(memory_format=torch.channels_last)
