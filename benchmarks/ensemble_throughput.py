@@ -171,7 +171,7 @@ def configs_mode(models: int | None, only: list[str] | None) -> None:
     goes; ends with one JSON line ``{config: models_per_hour}``."""
     sys.path.insert(0, str(EXAMPLES))  # my_model.toml names examples/my_models.py
     rates = {}
-    print(f"{'config':26s} {'model':22s} {'models':>6s} {'s/model':>8s} {'models/h':>9s}  "
+    print(f"{'config':26s} {'model':24s} {'models':>6s} {'s/model':>8s} {'models/h':>9s}  "
           "share of time: pretrain / features / heads / finetune / predict")
     for name, load in shipped_configs():
         if only and name not in only:
@@ -185,10 +185,11 @@ def configs_mode(models: int | None, only: list[str] | None) -> None:
             plan.train_group(np.arange(count))
             seconds = time.perf_counter() - start
         rates[name] = round(count * 3600 / seconds, 1)
-        model = f"{config.model.name} {dict(config.model.options)}"
+        model = " ".join([config.model.name.split(":")[-1]]
+                         + [f"{k}={v}" for k, v in config.model.options.items()])
         shares = " / ".join(f"{totals.get(k, 0.0) / seconds:.0%}" for k in
                             ("pretrain", "features", "heads", "finetune", "predict"))
-        print(f"{name:26s} {model[:22]:22s} {count:6d} {seconds / count:8.2f} "
+        print(f"{name:26s} {model[:24]:24s} {count:6d} {seconds / count:8.2f} "
               f"{rates[name]:9,.0f}  {shares}", flush=True)
     print(json.dumps(rates))
 
