@@ -11,33 +11,49 @@ float32 matmul peak measured in the same run.
 Ends by printing one JSON line with ``models_per_hour_single``, ``models_per_hour_group``,
 ``speedup``, ``gflops`` (group) and ``gflops_peak``.
 
-Small CNNs (``--model small_cnn --width 16 --batch-size 64 --group-size 8``): the group trainer
-trains them one at a time (``loop``), so ``speedup`` is about 1.0. Options for training a group
-together were measured on one step of 8 models (28x28x1, 20 classes, SGD), one thread, candidates
-interleaved in one process, 7-9 repetitions of 10 steps each, on this 2-core machine while other
-jobs ran (load average 5-7); median ms per step of all 8 models, three runs:
+Small CNNs (``--model small_cnn --width 16 --batch-size 64 --group-size 8``; 1.25 epochs of
+10,000 images = 195 steps a model, as in the split-Fashion pretraining) time three variants,
+interleaved: ``single`` (the plain loop above, PyTorch's default NCHW convolutions: the baseline
+``speedup`` divides), ``single_channels_last`` (the same loop with the convolution weights in
+channels-last memory, which makes PyTorch run the convolutions so) and ``group`` (the trainer:
+one model at a time, channels-last, batches gathered from a float copy of the images). Each
+line prints best, median and range. On this 2-core machine with load average 10-15 (another
+sweep on one core), two runs of that command:
 
-=====================================================  ========  ========  ========
-candidate                                              run 1     run 2     run 3
-=====================================================  ========  ========  ========
-plain loop, NCHW (today)                               230       367       262
-loop, channels-last (model and input)                  196       177       189
-grouped convolution (8 models' channels, groups=8)     303       288       --
-grouped convolution, channels-last                     --        195       200
-``torch.func.vmap`` of ``grad`` over stacked params     499       500       --
-grouped convolution under ``torch.compile``            --        540       --
-=====================================================  ========  ========  ========
+==========================  ======================  ======================
+variant (seconds, 8 models)  run 1: best / median    run 2: best / median
+==========================  ======================  ======================
+single (NCHW)               187.7 / 189.7           RUN2_SINGLE
+single_channels_last        62.4 / 105.3            RUN2_CL
+group                       72.6 / 109.3            RUN2_GROUP
+``speedup`` (best; median)  2.58; 1.74              RUN2_SPEEDUP
+==========================  ======================  ======================
 
-Grouped convolution trains the same models (largest weight difference from the loop after 3
-steps: 3e-8) but is never faster than the loop in the same memory format: oneDNN runs a grouped
-convolution as one small convolution per group, so the convolution backward costs as much as in
-the loop. ``vmap`` is about 2x slower and ``torch.compile`` (works offline; 85 s to compile) does
-not help. The one gain is the memory format: ``torch.profiler`` of the NCHW loop puts 33% of the
-time in ``max_pool2d_with_indices`` (7.7 ms per call), against 10% (1.8 ms) in channels-last,
-where 45% is ``convolution_backward`` and 20% the forward convolution. Channels-last measured
-1.17x, 2.07x and 1.38x the NCHW loop (per repetition 1.0-1.95x): below a clear 1.3x on this loaded
-machine, and it changes results at float tolerance, so stores would no longer be bit-identical
-across versions. The trainer therefore still trains CNNs one at a time in NCHW.
+Where the gain comes from (self CPU time under ``torch.profiler`` of 5 steps of the NCHW loop
+of 8 models, against ``--profile`` of the group trainer over 64 steps): NCHW
+``max_pool2d_with_indices`` takes 30% of a step (10.9 ms a call, a scalar loop per channel),
+``convolution_backward`` 30%, the forward convolution 17%, ReLU backward 10%; channels-last pooling is vectorised over channels (1.9 ms a call, 7.5%), leaving
+``convolution_backward`` 34%, the forward convolution 20% and ReLU backward 12%: the group now
+runs at 42% of the matmul peak (single NCHW: 16%).
+
+Other levers, one step of 8 models, one thread, interleaved, median (range) of 7 repetitions
+in ms, measured in the same session: NCHW 647 (455-759); channels-last model and input 398
+(319-584); weights only 335 (216-422), so the trainer converts only the model; with oneDNN
+disabled (``torch.backends.mkldnn.flags(enabled=False)``) NCHW 853 and channels-last 1,069,
+slower; NCHW convolutions with max-pooling done in channels-last 635 (the two layout conversions
+cost what pooling saves). Channels-last won at every shape tried (median ms, NCHW vs
+channels-last): width 4 at batch 32 230 vs 179; width 32 2,935 vs 2,325; batch 256 4,616 vs
+3,702; 3x32x32 inputs 1,588 vs 1,109. Measured in an earlier session on the same workload:
+grouped convolutions across models (``groups=8``) no faster than the loop in the same layout
+(oneDNN runs one small convolution per group), ``torch.func.vmap`` about 2x slower,
+``torch.compile`` of the grouped model slower still (85 s to compile). Feature extraction
+(1,024 images, width 16) takes 709 ms NCHW and 425 ms channels-last under ``no_grad``, 734 and
+412 under ``inference_mode`` (no gain), so extraction runs channels-last too.
+
+``--configs`` instead times one group of every shipped experiment (``resources/quickstart.toml``
+and ``examples/*.toml``) exactly as ``run`` trains it, without writing a store, and prints
+models per hour and the share of time in pretraining, feature extraction, head fitting,
+fine-tuning and prediction (split-Fashion: 76% / 21% / 3%, so pretraining dominates).
 """
 
 from __future__ import annotations

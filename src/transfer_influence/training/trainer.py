@@ -251,8 +251,9 @@ def pretrain_group(
 ) -> list[TransferModel]:
     """:func:`train_group` on the masked source with its labels; the head has one output per
     source class (removed classes included, so every model shares one label space)."""
-    return train_group(source_builder(model_name, source, model_options), source, masks, unit=unit, seeds=seeds, recipe=recipe,
-                       objective=objective, strategy=strategy, device=device, progress=progress,
+    return train_group(source_builder(model_name, source, model_options), source, masks,
+                       unit=unit, seeds=seeds, recipe=recipe, objective=objective,
+                       strategy=strategy, device=device, progress=progress,
                        schedule_examples=schedule_examples, observe=observe,
                        divergence=divergence)
 
