@@ -32,9 +32,10 @@ group                       72.6 / 109.3            RUN2_GROUP
 Where the gain comes from (self CPU time under ``torch.profiler`` of 5 steps of the NCHW loop
 of 8 models, against ``--profile`` of the group trainer over 64 steps): NCHW
 ``max_pool2d_with_indices`` takes 30% of a step (10.9 ms a call, a scalar loop per channel),
-``convolution_backward`` 30%, the forward convolution 17%, ReLU backward 10%; channels-last pooling is vectorised over channels (1.9 ms a call, 7.5%), leaving
-``convolution_backward`` 34%, the forward convolution 20% and ReLU backward 12%: the group now
-runs at 42% of the matmul peak (single NCHW: 16%).
+``convolution_backward`` 30%, the forward convolution 17%, ReLU backward 10%; channels-last
+pooling is vectorised over channels (1.9 ms a call, 7.5%), leaving ``convolution_backward`` 34%,
+the forward convolution 20% and ReLU backward 12%: the group now runs at 42% of the matmul peak
+(single NCHW: 16%).
 
 Other levers, one step of 8 models, one thread, interleaved, median (range) of 7 repetitions
 in ms, measured in the same session: NCHW 647 (455-759); channels-last model and input 398
