@@ -39,12 +39,14 @@ the forward convolution 20% and ReLU backward 12%: the group now runs at 42% of 
 
 Other levers, one step of 8 models, one thread, interleaved, median (range) of 7 repetitions
 in ms, measured in the same session: NCHW 647 (455-759); channels-last model and input 398
-(319-584); weights only 335 (216-422), so the trainer converts only the model; with oneDNN
+(319-584); another run, NCHW 647 (423-753), model and input 404 (264-480), weights only 335
+(216-422), so the trainer converts only the model; with oneDNN
 disabled (``torch.backends.mkldnn.flags(enabled=False)``) NCHW 853 and channels-last 1,069,
 slower; NCHW convolutions with max-pooling done in channels-last 635 (the two layout conversions
-cost what pooling saves). Channels-last won at every shape tried (median ms, NCHW vs
+cost what pooling saves). Channels-last won at every small-CNN shape tried (median ms, NCHW vs
 channels-last): width 4 at batch 32 230 vs 179; width 32 2,935 vs 2,325; batch 256 4,616 vs
-3,702; 3x32x32 inputs 1,588 vs 1,109. Measured in an earlier session on the same workload:
+3,702; 3x32x32 inputs 1,588 vs 1,109; ResNet-18 (batch 16, 3x32x32, one model, 10 repetitions
+of one step): 2,856 vs 2,795, indistinguishable. Measured in an earlier session on this workload:
 grouped convolutions across models (``groups=8``) no faster than the loop in the same layout
 (oneDNN runs one small convolution per group), ``torch.func.vmap`` about 2x slower,
 ``torch.compile`` of the grouped model slower still (85 s to compile). Feature extraction
