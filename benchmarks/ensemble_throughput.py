@@ -18,22 +18,23 @@ interleaved: ``single`` (the plain loop above, PyTorch's default NCHW convolutio
 channels-last memory, which makes PyTorch run the convolutions so) and ``group`` (the trainer:
 one model at a time, channels-last, batches gathered from a float copy of the images). Each
 line prints best, median and range. On this 2-core machine with load average 10-15 (another
-sweep on one core), two runs of that command:
+sweep on one core; run 3 at load 6-8), three runs of that command:
 
-===========================  =====================  =====================
-variant (seconds, 8 models)  run 1: best / median   run 2: best / median
-===========================  =====================  =====================
-single (NCHW)                187.7 / 189.7          93.9 / 107.9
-single_channels_last         62.4 / 105.3           86.1 / 96.9
-group                        72.6 / 109.3           80.4 / 87.5
-``speedup`` (best; median)   2.58; 1.74             1.17; 1.23
-===========================  =====================  =====================
+===========================  ==============  ==============  ==============
+variant (seconds, 8 models)  run 1: best /   run 2: best /   run 3: best /
+                             median          median          median
+===========================  ==============  ==============  ==============
+single (NCHW)                187.7 / 189.7   93.9 / 107.9    45.9 / 89.1
+single_channels_last         62.4 / 105.3    86.1 / 96.9     36.9 / 37.4
+group                        72.6 / 109.3    80.4 / 87.5     31.7 / 36.0
+``speedup`` (best; median)   2.58; 1.74      1.17; 1.23      1.45; 2.48
+===========================  ==============  ==============  ==============
 
-The bar of 1.5 is met in run 1 and missed in run 2: the group trainer's time barely moved
-(72.6 and 80.4 s best) while the NCHW loop's halved (187.7 and 93.9 s). The NCHW loop is the
-more sensitive to the other jobs on the machine, so the ratio depends on the load; both runs
-agree that the group is not slower than the NCHW loop, and that the gain is the memory layout,
-not grouping (``single_channels_last`` and ``group`` are within 16% of each other, either way).
+The bar of 1.5 (on the best times) is met in run 1 only; on the medians in runs 1 and 3. The NCHW
+loop's times vary far more with the other jobs on the machine than the group's, so the ratio
+depends on the load. All runs agree that the group is not slower than the NCHW loop, and that
+the gain is the memory layout, not grouping (``single_channels_last`` and ``group`` are within
+16% of each other, either way).
 
 Where the gain comes from (self CPU time under ``torch.profiler`` of 5 steps of the NCHW loop
 of 8 models, against ``--profile`` of the group trainer over 64 steps): NCHW
