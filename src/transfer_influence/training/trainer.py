@@ -62,7 +62,7 @@ speed against the plain one-model loop and share of the float32 matmul peak:
 - MLP 784-512-512-20, batch 256, 8 models (``--quick``): bmm 1.2-1.3x, 79-83% of peak (loop
   60-70%);
 - MLP 784-128-20 / 784-256-20 / 784-1024-20, batch 64: bmm 2.0x / 1.3x / 1.2x;
-- small CNN (width 16, batch 64, 8 models; loaded machine): the loop in channels-last 1.3-3.0x
+- small CNN (width 16, batch 64, 8 models; loaded machine): the loop in channels-last 1.1-3.0x
   the NCHW loop (NCHW max-pooling alone took 30% of a step); vmapped or grouped convolutions and
   ``torch.compile`` were no faster than the loop. ResNet-18 (batch 16, 32x32): channels-last and
   NCHW indistinguishable (medians 2.80 s and 2.86 s a step).
