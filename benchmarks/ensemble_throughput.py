@@ -11,40 +11,70 @@ float32 matmul peak measured in the same run.
 Ends by printing one JSON line with ``models_per_hour_single``, ``models_per_hour_group``,
 ``speedup``, ``gflops`` (group) and ``gflops_peak``.
 
-Small CNNs (``--model small_cnn --width 16 --batch-size 64 --group-size 8``): the group trainer
-trains them one at a time (``loop``), so ``speedup`` is about 1.0. Options for training a group
-together were measured on one step of 8 models (28x28x1, 20 classes, SGD), one thread, candidates
-interleaved in one process, 7-9 repetitions of 10 steps each, on this 2-core machine while other
-jobs ran (load average 5-7); median ms per step of all 8 models, three runs:
+Small CNNs (``--model small_cnn --width 16 --batch-size 64 --group-size 8``; 1.25 epochs of
+10,000 images = 195 steps a model, as in the split-Fashion pretraining) time three variants,
+interleaved: ``single`` (the plain loop above, PyTorch's default NCHW convolutions: the baseline
+``speedup`` divides), ``single_channels_last`` (the same loop with the convolution weights in
+channels-last memory, which makes PyTorch run the convolutions so) and ``group`` (the trainer:
+one model at a time, channels-last, batches gathered from a float copy of the images). Each
+line prints best, median and range. On this 2-core machine with load average 10-15 (another
+sweep on one core; run 3 at load 6-8), three runs of that command:
 
-=====================================================  ========  ========  ========
-candidate                                              run 1     run 2     run 3
-=====================================================  ========  ========  ========
-plain loop, NCHW (today)                               230       367       262
-loop, channels-last (model and input)                  196       177       189
-grouped convolution (8 models' channels, groups=8)     303       288       --
-grouped convolution, channels-last                     --        195       200
-``torch.func.vmap`` of ``grad`` over stacked params     499       500       --
-grouped convolution under ``torch.compile``            --        540       --
-=====================================================  ========  ========  ========
+===========================  ==============  ==============  ==============
+variant (seconds, 8 models)  run 1: best /   run 2: best /   run 3: best /
+                             median          median          median
+===========================  ==============  ==============  ==============
+single (NCHW)                187.7 / 189.7   93.9 / 107.9    45.9 / 89.1
+single_channels_last         62.4 / 105.3    86.1 / 96.9     36.9 / 37.4
+group                        72.6 / 109.3    80.4 / 87.5     31.7 / 36.0
+``speedup`` (best; median)   2.58; 1.74      1.17; 1.23      1.45; 2.48
+===========================  ==============  ==============  ==============
 
-Grouped convolution trains the same models (largest weight difference from the loop after 3
-steps: 3e-8) but is never faster than the loop in the same memory format: oneDNN runs a grouped
-convolution as one small convolution per group, so the convolution backward costs as much as in
-the loop. ``vmap`` is about 2x slower and ``torch.compile`` (works offline; 85 s to compile) does
-not help. The one gain is the memory format: ``torch.profiler`` of the NCHW loop puts 33% of the
-time in ``max_pool2d_with_indices`` (7.7 ms per call), against 10% (1.8 ms) in channels-last,
-where 45% is ``convolution_backward`` and 20% the forward convolution. Channels-last measured
-1.17x, 2.07x and 1.38x the NCHW loop (per repetition 1.0-1.95x): below a clear 1.3x on this loaded
-machine, and it changes results at float tolerance, so stores would no longer be bit-identical
-across versions. The trainer therefore still trains CNNs one at a time in NCHW.
+The bar of 1.5 (on the best times) is met in run 1 only; on the medians in runs 1 and 3. The NCHW
+loop's times vary far more with the other jobs on the machine than the group's, so the ratio
+depends on the load. All runs agree that the group is not slower than the NCHW loop, and that
+the gain is the memory layout, not grouping (``single_channels_last`` and ``group`` are within
+16% of each other, either way).
+
+Where the gain comes from (self CPU time under ``torch.profiler`` of 5 steps of the NCHW loop
+of 8 models, against ``--profile`` of the group trainer over 64 steps): NCHW
+``max_pool2d_with_indices`` takes 30% of a step (10.9 ms a call, a scalar loop per channel),
+``convolution_backward`` 30%, the forward convolution 17%, ReLU backward 10%; channels-last
+pooling is vectorised over channels (1.9 ms a call, 7.5%), leaving ``convolution_backward`` 34%,
+the forward convolution 20% and ReLU backward 12%: the group now runs at 42% of the matmul peak
+(single NCHW: 16%).
+
+Other levers, one step of 8 models, one thread, interleaved, median (range) of 7 repetitions
+in ms, measured in the same session: NCHW 647 (455-759); channels-last model and input 398
+(319-584); another run, NCHW 647 (423-753), model and input 404 (264-480), weights only 335
+(216-422), so the trainer converts only the model; with oneDNN
+disabled (``torch.backends.mkldnn.flags(enabled=False)``) NCHW 853 and channels-last 1,069,
+slower; NCHW convolutions with max-pooling done in channels-last 635 (the two layout conversions
+cost what pooling saves). Channels-last won at every small-CNN shape tried (median ms, NCHW vs
+channels-last): width 4 at batch 32 230 vs 179; width 32 2,935 vs 2,325; batch 256 4,616 vs
+3,702; 3x32x32 inputs 1,588 vs 1,109; ResNet-18 (batch 16, 3x32x32, one model, 10 repetitions
+of one step): 2,856 vs 2,795, indistinguishable. Measured in an earlier session on this workload:
+grouped convolutions across models (``groups=8``) no faster than the loop in the same layout
+(oneDNN runs one small convolution per group), ``torch.func.vmap`` about 2x slower,
+``torch.compile`` of the grouped model slower still (85 s to compile). Feature extraction
+(1,024 images, width 16) takes 709 ms NCHW and 425 ms channels-last under ``no_grad``, 734 and
+412 under ``inference_mode`` (no gain), so extraction runs channels-last too.
+
+``--configs`` instead times one group of every shipped experiment (``resources/quickstart.toml``
+and ``examples/*.toml``) exactly as ``run`` trains it, without writing a store, and prints
+models per hour and the share of time in pretraining, feature extraction, head fitting,
+fine-tuning and prediction (split-Fashion: 76% / 21% / 3%, so pretraining dominates).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +82,17 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+import transfer_influence.sweep.plan as plan_module
+import transfer_influence.training.transfer as transfer_module
 from transfer_influence.cli import quickstart_config
+from transfer_influence.config import load_config
 from transfer_influence.data.images import LabeledImages
 from transfer_influence.models import build_model
+from transfer_influence.sweep.plan import SweepPlan
 from transfer_influence.training import TrainRecipe, subset_indices, train_group
 
 CLASSES, SIZE = 20, 28
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def matmul_peak_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -82,10 +117,14 @@ def step_flops(model: torch.nn.Module, batch: int) -> int:
 
 
 def train_single(build, data: LabeledImages, indices: np.ndarray, recipe: TrainRecipe,
-                 seed: int) -> int:
-    """The plain PyTorch way: one model, SGD, shuffled full batches. Returns steps taken."""
+                 seed: int, channels_last: bool = False) -> int:
+    """The plain PyTorch way: one model, SGD, shuffled full batches (``channels_last``: its
+    convolution weights in channels-last memory, which makes PyTorch run them so). Returns steps
+    taken."""
     torch.manual_seed(seed)
     model = build()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
                                 weight_decay=recipe.weight_decay)
     x_all = torch.as_tensor(data.images[indices], dtype=torch.float32) / 255
@@ -113,6 +152,74 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
+def shipped_configs() -> list[tuple[str, Callable[[], object]]]:
+    """(name, loader) of every shipped experiment that runs a sweep: the quickstart and
+    ``examples/*.toml`` (``my_model`` imports ``examples/my_models.py``)."""
+    configs: list[tuple[str, Callable[[], object]]] = [
+        ("quickstart", lambda: quickstart_config(Path("unused.zarr")))]
+    for path in sorted(EXAMPLES.glob("*.toml")):
+        configs.append((path.stem, lambda path=path: load_config(path)))
+    return configs
+
+
+@contextmanager
+def phase_timers(totals: dict[str, float]) -> Iterator[None]:
+    """Wrap the stages the sweep calls (pretraining, feature extraction, linear-head fits,
+    fine-tuning, prediction) so that their wall-clock seconds add up in ``totals``."""
+    stages = [(plan_module, "pretrain_group", "pretrain"),
+              (transfer_module, "extract_features", "features"),
+              (transfer_module, "fit_linear_heads", "heads"),
+              (transfer_module, "fit_models", "finetune"),
+              (transfer_module, "predict_logits", "predict")]
+    originals = [(module, name, getattr(module, name)) for module, name, _ in stages]
+
+    def timing(fn, key):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                totals[key] = totals.get(key, 0.0) + time.perf_counter() - start
+        return wrapper
+
+    for (module, name, fn), (_, _, key) in zip(originals, stages):
+        setattr(module, name, timing(fn, key))
+    try:
+        yield
+    finally:
+        for module, name, fn in originals:
+            setattr(module, name, fn)
+
+
+def configs_mode(models: int | None, only: list[str] | None) -> None:
+    """Time one group of each shipped sweep exactly as ``run`` trains it (pretraining and
+    transfer of models 0, 1, ..., no store writes) and print models per hour and where the time
+    goes; ends with one JSON line ``{config: models_per_hour}``."""
+    sys.path.insert(0, str(EXAMPLES))  # my_model.toml names examples/my_models.py
+    rates = {}
+    print(f"{'config':26s} {'model':24s} {'models':>6s} {'s/model':>8s} {'models/h':>9s}  "
+          "share of time: pretrain / features / heads / finetune / predict")
+    for name, load in shipped_configs():
+        if only and name not in only:
+            continue
+        config = load().model_copy(update={"device": "cpu"})
+        plan = SweepPlan.from_config(config)
+        count = min(models or config.sweep.group_size, plan.num_models)
+        totals: dict[str, float] = {}
+        with phase_timers(totals):
+            start = time.perf_counter()
+            plan.train_group(np.arange(count))
+            seconds = time.perf_counter() - start
+        rates[name] = round(count * 3600 / seconds, 1)
+        model = " ".join([config.model.name.split(":")[-1]]
+                         + [f"{k}={v}" for k, v in config.model.options.items()])
+        shares = " / ".join(f"{totals.get(k, 0.0) / seconds:.0%}" for k in
+                            ("pretrain", "features", "heads", "finetune", "predict"))
+        print(f"{name:26s} {model[:24]:24s} {count:6d} {seconds / count:8.2f} "
+              f"{rates[name]:9,.0f}  {shares}", flush=True)
+    print(json.dumps(rates))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="about a minute on 2 cores")
@@ -128,11 +235,20 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--per-class", type=int, default=1000, help="source images per class")
     parser.add_argument("--strategy", default="auto", choices=["auto", "loop", "vmap", "bmm"])
-    parser.add_argument("--epochs", type=float, default=None)
+    parser.add_argument("--epochs", type=float, default=None,
+                        help="default 6 for mlp, 1.25 for small_cnn (2 and 0.25 with --quick)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="best of this many runs each (default 2, 5 with --quickstart)")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table")
+    parser.add_argument("--configs", nargs="*", default=None, metavar="NAME",
+                        help="instead: models per hour of the shipped experiment configs (all,"
+                        " or those NAMEd: quickstart, split_fashion, ...), one group each")
+    parser.add_argument("--models", type=int, default=None,
+                        help="with --configs: models timed per config (default: its group size)")
     args = parser.parse_args()
+    if args.configs is not None:
+        configs_mode(args.models, args.configs)
+        return
 
     if args.quickstart:
         config = quickstart_config(Path("unused.zarr"))
@@ -141,7 +257,10 @@ def main() -> None:
         per_class = config.data.options["source_per_class"]
     else:
         model_name, group_size, per_class = args.model, args.group_size, args.per_class
-        recipe = TrainRecipe(epochs=args.epochs or (2.0 if args.quick else 6.0), lr=0.05,
+        # small_cnn: 1.25 epochs of 10,000 images = 195 steps a model, as in the split-Fashion
+        # pretraining (2 epochs of ~6,500 images at batch 64)
+        epochs = {"mlp": (6.0, 2.0), "small_cnn": (1.25, 0.25)}[model_name][args.quick]
+        recipe = TrainRecipe(epochs=args.epochs or epochs, lr=0.05,
                              weight_decay=5e-4, schedule="cosine", batch_size=args.batch_size)
         options = {"mlp": {"width": 512, "depth": 2}, "small_cnn": {"width": 32}}[model_name]
         if args.width is not None:
@@ -169,20 +288,25 @@ def main() -> None:
           f"{recipe.epochs} epochs on {per_class * CLASSES // 2} images each, "
           f"{steps} steps of {flops / 1e9:.2f} GFLOP; torch threads {torch.get_num_threads()}")
 
-    def run_single() -> None:
+    def run_single(channels_last: bool = False) -> None:
         for g, indices in enumerate(subsets):
-            train_single(build, data, indices, recipe, seed=g)
+            train_single(build, data, indices, recipe, seed=g, channels_last=channels_last)
 
     def run_group() -> None:
         train_group(build, data, masks, unit="class", seeds=range(group_size),
                     recipe=recipe, strategy=args.strategy)
 
-    # Alternate the two and keep the best time of each, so that load from other processes
-    # (shared machines) hits both alike.
-    single = group = float("inf")
+    variants = {"single": run_single, "group": run_group}
+    if any(isinstance(m, torch.nn.Conv2d) for m in build().modules()):
+        variants = {"single": run_single, "single_channels_last": lambda: run_single(True),
+                    "group": run_group}
+    # Interleave the variants, so that load from other processes (shared machines) hits all
+    # alike; the speedup is of the best times, medians and ranges are printed beside them.
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
-        single = min(single, timed(run_single))
-        group = min(group, timed(run_group))
+        for name, fn in variants.items():
+            times[name].append(timed(fn))
+    single, group = min(times["single"]), min(times["group"])
     if args.profile:
         with torch.profiler.profile() as prof:
             run_group()
@@ -192,9 +316,15 @@ def main() -> None:
         "models_per_hour_single": round(group_size * 3600 / single, 1),
         "models_per_hour_group": round(group_size * 3600 / group, 1),
         "speedup": round(single / group, 3),
+        "speedup_median": round(statistics.median(times["single"])
+                                / statistics.median(times["group"]), 3),
         "gflops": round(steps * flops / group / 1e9, 1),
         "gflops_peak": round(peak, 1),
     }
+    for name, values in times.items():
+        print(f"{name:21s} best {min(values):7.3f} s, median {statistics.median(values):7.3f} s,"
+              f" range {min(values):.3f}-{max(values):.3f} s over {len(values)} runs;"
+              f" {single / min(values):.2f}x the plain NCHW loop (best)")
     print(f"single: {single:.3f} s ({steps * flops / single / 1e9:.1f} GFLOP/s); "
           f"group[{args.strategy}]: {group:.3f} s ({result['gflops']} GFLOP/s); "
           f"matmul peak {peak:.1f} GFLOP/s -> {result['gflops'] / peak:.0%} of peak")

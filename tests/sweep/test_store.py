@@ -100,6 +100,21 @@ def test_open_or_create_resumes_and_checks_shapes(tmp_path):
         SweepStore.open_or_create(path, **spec(fingerprints={"source": "new"}))
 
 
+def test_models_computed_otherwise_are_not_mixed_in(tmp_path):
+    """A store written before CNNs trained channels-last records no numerics: it still reads,
+    but adding channels-last models to it is refused with the reason; a matching store resumes."""
+    layout = {"conv_layout": "channels_last"}
+    old, new = tmp_path / "old.zarr", tmp_path / "new.zarr"
+    write(SweepStore.create(old, **spec()), [0])
+    assert SweepStore.open(old, config_hash="abc123", read_only=True).numerics == {}
+    with pytest.raises(StoreError, match="different numerics .*channels_last.*float rounding"):
+        SweepStore.open_or_create(old, **spec(numerics=layout))
+    SweepStore.open_or_create(new, **spec(numerics=layout))
+    assert SweepStore.open_or_create(new, **spec(numerics=layout)).numerics == layout
+    with pytest.raises(StoreError, match="different numerics"):
+        SweepStore.open_or_create(new, **spec())
+
+
 def test_grow_keeps_models_and_one_model_per_chunk(tmp_path):
     path = tmp_path / "sweep.zarr"
     store = SweepStore.create(path, **spec())

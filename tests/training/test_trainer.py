@@ -1,5 +1,7 @@
 """Group trainer: group == alone for both strategies, reproducibility, SGD semantics, errors."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -12,12 +14,15 @@ from transfer_influence.training import (
     Normalization,
     TrainRecipe,
     choose_strategy,
+    conv_layout,
+    conv_numerics,
     fit_models,
     model_generator,
     pretrain_group,
     random_layers,
     subset_indices,
     train_group,
+    trainer,
 )
 
 from ..sweep.conftest import overflow_saturated_inputs
@@ -63,6 +68,53 @@ def test_group_equals_alone(source, name, strategy):
         alone = train_group(builder(name), source, MASKS[g:g + 1], unit="class",
                             seeds=SEEDS[g:g + 1], recipe=RECIPE, strategy="loop")[0]
         torch.testing.assert_close(flat(group[g]), flat(alone), rtol=1e-5, atol=1e-5)
+
+
+def test_cnn_group_trainer_equals_plain_nchw_loop(source, monkeypatch):
+    """The group trainer's CNN path (channels-last convolutions) trains the models a plain NCHW
+    loop trains, to float tolerance; and a CNN's result is the same bit for bit whichever group
+    it trains in, so stores do not depend on the group size."""
+    kwargs = {"unit": "class", "recipe": RECIPE, "strategy": "loop"}
+    group = train_group(builder("small_cnn"), source, MASKS, seeds=SEEDS, **kwargs)
+    for g in range(len(SEEDS)):
+        alone = train_group(builder("small_cnn"), source, MASKS[g:g + 1], seeds=SEEDS[g:g + 1],
+                            **kwargs)[0]
+        assert torch.equal(flat(group[g]), flat(alone))
+    layouts = []
+
+    def nchw(model):  # the plain loop: convolutions left in PyTorch's default NCHW layout
+        layouts.append(model.backbone[0].weight.is_contiguous())
+        return contextlib.nullcontext()
+
+    monkeypatch.setattr(trainer, "conv_layout", nchw)
+    plain = train_group(builder("small_cnn"), source, MASKS, seeds=SEEDS, **kwargs)
+    assert layouts == [True] * len(SEEDS)
+    for a, b in zip(group, plain):
+        assert not torch.equal(flat(a), flat(b))  # the layout is a real numeric change...
+        torch.testing.assert_close(flat(a), flat(b), rtol=1e-4, atol=1e-5)  # ...at rounding
+
+
+def test_conv_layout_is_channels_last_inside_and_restored():
+    cnn = builder("small_cnn")()
+    before = flat(cnn)
+    with conv_layout(cnn):
+        convs = [m for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in convs)
+        assert not any(m.weight.is_contiguous() for m in convs if m.in_channels > 1)
+    assert all(p.is_contiguous() for p in cnn.parameters())
+    assert torch.equal(flat(cnn), before)
+    assert conv_numerics(cnn) == {"conv_layout": "channels_last"}
+    assert conv_numerics(builder("mlp")()) is None
+
+    class Scale(torch.nn.Module):  # a user's layer, which may view its input as NCHW
+        def forward(self, x):
+            return x.view(x.shape[0], -1).view(x.shape)
+
+    cnn.backbone.insert(1, Scale())
+    assert conv_numerics(cnn) is None
+    with conv_layout(cnn):
+        assert all(p.is_contiguous() for p in cnn.parameters())
+        cnn(torch.zeros(2, 1, 8, 8))
 
 
 def test_bmm_matches_loop_without_smoothing_at_depth_two(source):

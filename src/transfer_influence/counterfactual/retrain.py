@@ -64,6 +64,7 @@ def open_arm_store(plan: SweepPlan, arm: Arm, equal_steps: bool = False) -> Swee
         target_class_names=target.class_names,
         config_hash=arm_hash(plan, arm, equal_steps),
         fingerprints=plan.data.fingerprints(),
+        numerics=plan.numerics(),
     )
 
 

@@ -22,8 +22,10 @@ from ..errors import ConfigError, StoreError
 from ..outputs import TargetOutputs
 from ..training import (
     DivergenceLog,
+    conv_numerics,
     finetune_group,
     pretrain_group,
+    source_builder,
     subset_indices,
     transfer_fixed_feature,
 )
@@ -139,7 +141,16 @@ class SweepPlan:
             target_class_names=target.class_names,
             config_hash=self.config.config_hash(),
             fingerprints=self.data.fingerprints(),
+            numerics=self.numerics(),
         )
+
+    def numerics(self) -> dict[str, str] | None:
+        """How this config's models compute beyond the config (the convolution layout of a CNN,
+        see :func:`~transfer_influence.training.conv_numerics`), recorded in and checked against
+        every store its models are written to."""
+        config = self.config
+        return conv_numerics(source_builder(config.model.name, self.data.source,
+                                            config.model.options)())
 
     def read_store(self) -> SweepStore:
         """The sweep's store, read-only, refused unless this config wrote it from the same data

@@ -14,7 +14,7 @@ Layout (``M`` models, ``U`` units, ``T`` target examples)::
                                                a diverged model's mask is kept in ``masks``)
     diverged_loss            float64 [M]      (its last finite loss before that, NaN if none)
     diverged                 bool    [M]      (training diverged: final, no outputs written)
-    attributes: format, config_hash, fingerprints, versions, unit_names,
+    attributes: format, config_hash, fingerprints, versions, numerics, unit_names,
                 target_class_names, num_models, created
 
 Concurrency. Several processes (Ray workers, array-job shards) write *disjoint* models into the
@@ -154,10 +154,16 @@ class SweepStore:
         target_class_names: Sequence[str],
         config_hash: str,
         fingerprints: dict[str, str],
+        numerics: dict[str, str] | None = None,
     ) -> SweepStore:
-        """Create an empty store; fails if anything already exists at ``path``. Per model and
-        target it keeps the four reduced numbers of :class:`TargetOutputs`, from which every
-        output variant is computed, not the full logits."""
+        """Create an empty store; fails if anything already exists at ``path``.
+
+        ``numerics`` records how the models compute where that changes results at float rounding
+        but not the config (``{"conv_layout": "channels_last"}`` for CNNs, see
+        :func:`~transfer_influence.training.conv_numerics`); :meth:`open_or_create` refuses to
+        add models computed otherwise. Per model and target it keeps the four reduced numbers
+        of :class:`TargetOutputs`, from which every output variant is computed.
+        """
         location = _store_location(path)
         labels = np.asarray(target_labels)
         unit_names = [str(name) for name in unit_names]
@@ -213,6 +219,7 @@ class SweepStore:
                 "config_hash": str(config_hash),
                 "fingerprints": {str(k): str(v) for k, v in fingerprints.items()},
                 "versions": _package_versions(),
+                "numerics": {str(k): str(v) for k, v in (numerics or {}).items()},
                 "unit_names": unit_names,
                 "target_class_names": class_names,
                 "num_models": int(num_models),
@@ -256,6 +263,7 @@ class SweepStore:
         target_class_names: Sequence[str],
         config_hash: str,
         fingerprints: dict[str, str],
+        numerics: dict[str, str] | None = None,
     ) -> SweepStore:
         """Resume a sweep: open the store at ``path`` if it exists, checking that it belongs to
         this configuration and has the expected shapes, and :meth:`grow` it when ``num_models``
@@ -273,26 +281,31 @@ class SweepStore:
             return cls.create(
                 path, num_models=num_models, unit_names=unit_names, target_labels=target_labels,
                 target_class_names=target_class_names, config_hash=config_hash,
-                fingerprints=fingerprints,
+                fingerprints=fingerprints, numerics=numerics,
             )
         expected = {
             "unit names": [str(name) for name in unit_names],
             "target class names": [str(name) for name in target_class_names],
             "target labels": np.asarray(target_labels).tolist(),
             "dataset fingerprints": {str(k): str(v) for k, v in fingerprints.items()},
+            "numerics": {str(k): str(v) for k, v in (numerics or {}).items()},
         }
         found = {
             "unit names": store.unit_names,
             "target class names": store.target_class_names,
             "target labels": store.target_labels.tolist(),
             "dataset fingerprints": store.fingerprints,
+            "numerics": store.numerics,
         }
         for key, value in expected.items():
             if found[key] != value:
+                detail = (f" (the store's models were computed with {found[key] or 'defaults'},"
+                          f" this version computes with {value or 'defaults'}, which changes"
+                          " results at float rounding)" if key == "numerics" else "")
                 raise StoreError(
-                    f"the store at {store.path} has the same config hash but different {key};"
-                    " the data or code changed since it was written. Use a new store path or"
-                    " delete the old store."
+                    f"the store at {store.path} has the same config hash but different {key}"
+                    f"{detail}; the data or code changed since it was written. Use a new store"
+                    " path or delete the old store."
                 )
         store.add_divergence_record()
         store.grow(num_models)
@@ -349,6 +362,13 @@ class SweepStore:
     def versions(self) -> dict[str, str]:
         """Package versions recorded at creation."""
         return dict(self._attrs["versions"])
+
+    @property
+    def numerics(self) -> dict[str, str]:
+        """How the models compute where it is not in the config (see :meth:`create`); empty for
+        models without such settings and for stores written before they were recorded (whose
+        CNNs computed in NCHW)."""
+        return dict(self._attrs.get("numerics", {}))
 
     @property
     def created(self) -> str:

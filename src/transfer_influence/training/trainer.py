@@ -46,6 +46,12 @@ parameters, where per-step overhead, not arithmetic, bounds the loop), ``loop`` 
 loop, a model's global-RNG draws (dropout) come from a seed derived from its own seed, inside
 :func:`~transfer_influence.models.base.forked_rng`, so they too are reproducible and do not
 depend on the other models of the group.
+
+Models of library layers with 2-D convolutions run them channels-last (:func:`conv_layout`)
+wherever they train in the loop or extract features, so a model's numbers never depend on which
+group or path computed them; it is a deliberate change from PyTorch's default NCHW at float
+rounding, recorded in sweep stores (:func:`conv_numerics`). Under ``vmap`` (CUDA) they stay NCHW.
+
 Measured on a 2-core CPU (torch 2.13, ``benchmarks/ensemble_throughput.py``, idle machine),
 speed against the plain one-model loop and share of the float32 matmul peak:
 
@@ -56,13 +62,17 @@ speed against the plain one-model loop and share of the float32 matmul peak:
 - MLP 784-512-512-20, batch 256, 8 models (``--quick``): bmm 1.2-1.3x, 79-83% of peak (loop
   60-70%);
 - MLP 784-128-20 / 784-256-20 / 784-1024-20, batch 64: bmm 2.0x / 1.3x / 1.2x;
-- small CNN: vmapped convolutions 2-3x slower than the loop, which runs at ~85% of peak.
+- small CNN (width 16, batch 64, 8 models; loaded machine): the loop in channels-last 1.1-3.0x
+  the NCHW loop (NCHW max-pooling alone took 30% of a step); vmapped or grouped convolutions and
+  ``torch.compile`` were no faster than the loop. ResNet-18 (batch 16, 32x32): channels-last and
+  NCHW indistinguishable (medians 2.80 s and 2.86 s a step).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Literal
@@ -243,16 +253,24 @@ def pretrain_group(
 ) -> list[TransferModel]:
     """:func:`train_group` on the masked source with its labels; the head has one output per
     source class (removed classes included, so every model shares one label space)."""
+    return train_group(source_builder(model_name, source, model_options), source, masks,
+                       unit=unit, seeds=seeds, recipe=recipe, objective=objective,
+                       strategy=strategy, device=device, progress=progress,
+                       schedule_examples=schedule_examples, observe=observe,
+                       divergence=divergence)
+
+
+def source_builder(model_name: str, source: LabeledImages, model_options: dict | None = None
+                   ) -> Callable[[], TransferModel]:
+    """A function returning fresh ``model_name`` models for ``source``'s images, with one output
+    per source class (what :func:`pretrain_group` trains)."""
     channels, height, _ = source.image_shape
 
     def build() -> TransferModel:
         return build_model(model_name, in_channels=channels, image_size=height,
                            num_classes=source.num_classes, **(model_options or {}))
 
-    return train_group(build, source, masks, unit=unit, seeds=seeds, recipe=recipe,
-                       objective=objective, strategy=strategy, device=device, progress=progress,
-                       schedule_examples=schedule_examples, observe=observe,
-                       divergence=divergence)
+    return build
 
 
 SMALL_MODEL_PARAMETERS = 150_000
@@ -459,10 +477,56 @@ def fit_models(
         _fit_vmap(models, streams, batcher, sizes, recipe, objective, progress, divergence)
     else:
         for g, (model, stream, n) in enumerate(zip(models, streams, sizes)):
-            with forked_rng(_global_draws_seed(stream.generator), device):  # dropout, seeded
+            # dropout draws seeded; convolutions in the layout every CNN path uses
+            with forked_rng(_global_draws_seed(stream.generator), device), conv_layout(model):
                 _fit_loop(model, stream, batcher, n, recipe, objective, progress, g, observe,
                           divergence)
     return models
+
+
+CONV_LAYOUT = "channels_last"
+"""The memory layout in which models with 2-D convolutions train (``loop``) and extract
+features: recorded in every sweep store of such a model (see :func:`conv_numerics`), because it
+changes their results at float rounding (oneDNN sums a convolution in another order)."""
+
+
+def runs_channels_last(model: torch.nn.Module) -> bool:
+    """Whether :data:`CONV_LAYOUT` applies to ``model``: it has a 2-D convolution and only layers
+    from ``torch.nn`` and this package (a user's own layer may ``view`` its input as NCHW, which
+    fails on channels-last memory, so such models keep PyTorch's default)."""
+    return (any(isinstance(layer, torch.nn.Conv2d) for layer in model.modules())
+            and _library_layers_only(model))
+
+
+def conv_numerics(model: torch.nn.Module) -> dict[str, str] | None:
+    """``{"conv_layout": CONV_LAYOUT}`` for a model it applies to (:func:`runs_channels_last`),
+    None for any other:
+    what a sweep store records and checks so that models trained under another layout (an earlier
+    version trained CNNs in NCHW) are never mixed into one store."""
+    return {"conv_layout": CONV_LAYOUT} if runs_channels_last(model) else None
+
+
+@contextmanager
+def conv_layout(model: torch.nn.Module) -> Iterator[None]:
+    """Run the block with the 4-D weights of a model with 2-D convolutions (and library layers
+    only, :func:`runs_channels_last`) in channels-last memory, then give them back their
+    contiguous layout (values unchanged either way).
+
+    PyTorch runs a convolution channels-last when its weight is, whatever its input's layout, so
+    the model alone decides. On a CPU this is what makes small CNNs fast: NCHW max-pooling and
+    ReLU backward took half of a step (``benchmarks/ensemble_throughput.py``). Every path that
+    trains one model or extracts its features goes through here, so a model's results do not
+    depend on which group or path computed them.
+    """
+    if not runs_channels_last(model):
+        yield
+        return
+    # torch's stubs omit Module.to's documented memory_format keyword
+    model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
 
 
 def _check_finite(loss: torch.Tensor, steps: np.ndarray, models: np.ndarray,

@@ -26,7 +26,7 @@ from ..recipe import Normalization, TrainRecipe
 from .linear_heads import fit_linear_heads
 from .objectives import Features, Head, Objective, recipe_objective
 from .preprocess import to_inputs
-from .trainer import DivergenceLog, Strategy, fit_models, model_generator
+from .trainer import DivergenceLog, Strategy, conv_layout, fit_models, model_generator
 
 _FEATURE_BUDGET_BYTES = 256 * 2**20  # float64 features of one model chunk in fixed-feature fits
 
@@ -34,7 +34,8 @@ _FEATURE_BUDGET_BYTES = 256 * 2**20  # float64 features of one model chunk in fi
 def _apply(models: Sequence[TransferModel], images: LabeledImages | np.ndarray,
            normalization: Normalization | None, batch_size: int, device: torch.device,
            features_only: bool) -> torch.Tensor:
-    """Run every model (eval mode, no grad) over ``images`` in batches -> ``[G, N, out]``."""
+    """Run every model (eval mode, no grad, convolutions in :func:`~.trainer.conv_layout`) over
+    ``images`` in batches -> ``[G, N, out]``."""
     array = images.images if isinstance(images, LabeledImages) else np.asarray(images)
     if array.dtype != np.uint8 or array.ndim != 4:
         raise TrainingError(
@@ -48,7 +49,8 @@ def _apply(models: Sequence[TransferModel], images: LabeledImages | np.ndarray,
             x = to_inputs(batch, normalization)
             for out, model in zip(outputs, models):
                 model.eval()
-                out.append(model.features(x) if features_only else model(x))
+                with conv_layout(model):
+                    out.append(model.features(x) if features_only else model(x))
     return torch.stack([torch.cat(out) for out in outputs])
 
 
