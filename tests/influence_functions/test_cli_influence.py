@@ -92,3 +92,29 @@ def test_finetuning_without_a_proximal_term_is_refused(tmp_path: Path):
     result = CliRunner().invoke(app, ["influence-function", str(config), *OPTIONS])
     assert result.exit_code == 1 and "transfer.proximal = alpha > 0" in result.output
     assert not list(tmp_path.glob("sweep.zarr.influence-function.*"))
+
+
+def test_overwriting_keeps_what_the_new_arguments_do_not_change(tmp_path: Path):
+    config = write_sweep_config(tmp_path, epochs=1)
+    runner = CliRunner()
+    assert runner.invoke(app, ["influence-function", str(config), *OPTIONS]).exit_code == 0
+    files = {name: tmp_path / f"sweep.zarr.influence-function.{name}"
+             for name in ("models.pt", "scores.npz", "validation-checkpoint.json")}
+    before = {name: path.stat().st_mtime_ns for name, path in files.items()}
+    done = json.loads(files["validation-checkpoint.json"].read_text())
+
+    # another solver: new scores, but the converged models and the retrainings are reused
+    exact = [*OPTIONS[:8], "--cg-tol", "1e-4", "--solver", "exact", "--overwrite"]
+    result = runner.invoke(app, ["influence-function", str(config), *exact])
+    assert result.exit_code == 0, result.output
+    assert files["models.pt"].stat().st_mtime_ns == before["models.pt"]
+    assert files["scores.npz"].stat().st_mtime_ns != before["scores.npz"]
+    kept = json.loads(files["validation-checkpoint.json"].read_text())
+    assert all(kept[index] == value for index, value in done.items())
+
+    # another training tolerance: everything is recomputed
+    tighter = [*exact[:5], "2e-5", *exact[6:]]
+    assert tighter[4:7] == ["--train-tol", "2e-5", "--damping"]
+    result = runner.invoke(app, ["influence-function", str(config), *tighter])
+    assert result.exit_code == 0, result.output
+    assert files["models.pt"].stat().st_mtime_ns != before["models.pt"]

@@ -208,6 +208,24 @@ def required_influence_function(plan: SweepPlan) -> InfluenceFunctionResult:
     return result
 
 
+# What each saved file depends on: the converged models and the true leave-one-out changes
+# (the validation checkpoint) only on the config and the training tolerance; the scores also on
+# the solver settings; the validation summary on everything.
+_FILE_DEPENDS_ON = {
+    "models.pt": ("config_hash", "train_tol"),
+    "validation-checkpoint.json": ("config_hash", "train_tol"),
+    "scores.npz": ("config_hash", "train_tol", "tests", "solver", "damping", "cg_tol"),
+}
+
+
+def _invalidated(saved: dict, wanted: dict) -> list[str]:
+    """The saved files a run with ``wanted`` arguments cannot reuse from one with ``saved``: a
+    new solver or validation size keeps the converged models and the retrainings already done."""
+    stale = [name for name, keys in _FILE_DEPENDS_ON.items()
+             if any(saved.get(key) != wanted.get(key) for key in keys)]
+    return [*stale, "validation.json"]
+
+
 def run_influence_function(config: ExperimentConfig, args: InfluenceArgs, *,
                            overwrite: bool = False) -> InfluenceFunctionResult:
     """Compute (or resume) the influences of an experiment; see the module docstring."""
@@ -221,8 +239,7 @@ def run_influence_function(config: ExperimentConfig, args: InfluenceArgs, *,
         raise StoreError(f"{args_path} holds a run with other arguments or another configuration"
                          f" ({saved}); overwrite it (overwrite=True) or use another store.")
     if saved != asdict(args):
-        for name in ("models.pt", "scores.npz", "validation.json",
-                     "validation-checkpoint.json"):
+        for name in _invalidated(saved or {}, asdict(args)):
             config.artifact_path(f"{prefix}.{name}").unlink(missing_ok=True)
         write_json(args_path, asdict(args))
     plan = SweepPlan.from_config(config)
