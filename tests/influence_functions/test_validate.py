@@ -54,3 +54,23 @@ def test_a_tolerance_too_loose_to_measure_a_removal_is_refused():
     problem, x_test, y_test, _ = blobs_problem(FixedFeature(l2=1e-2), 0)
     with pytest.raises(InfluenceError, match="tighter tolerance"):
         validate_module.leave_one_out(problem, 0, x_test, y_test, tol=1.0)
+
+
+def test_a_removal_whose_retraining_does_not_converge_is_reported_and_left_out(tmp_path,
+                                                                              monkeypatch):
+    problem, x_test, y_test, _ = blobs_problem(FixedFeature(l2=1e-2), 0)
+    original = validate_module.leave_one_out
+
+    def stalling_on_1(problem, index, *args, **kwargs):
+        if index == 1:
+            raise validate_module.TrainingNotConvergedError("training did not converge")
+        return original(problem, index, *args, **kwargs)
+
+    monkeypatch.setattr(validate_module, "leave_one_out", stalling_on_1)
+    path = tmp_path / "loo.json"
+    result = validate(problem, x_test, y_test, [0, 1, 2], checkpoint=path, tol=1e-10)
+    assert result.indices == [0, 2] and result.not_converged == [1]
+    assert len(result.predicted) == len(result.actual) == len(result.ablation) == 2
+    assert json.loads(path.read_text())["1"] is None
+    again = validate(problem, x_test, y_test, [0, 1, 2], checkpoint=path, tol=1e-10)
+    assert again == result  # the recorded failure is not retried at the same tolerance

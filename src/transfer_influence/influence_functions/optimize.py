@@ -12,6 +12,10 @@ from torch.func import grad
 from .hessian import CGNotConvergedError, Flat, InfluenceError, hvp, ihvp_cg
 
 
+class TrainingNotConvergedError(InfluenceError):
+    """Full-batch training stopped above its gradient-norm tolerance."""
+
+
 def _lbfgs(objective: Callable[[Flat], torch.Tensor], start: Flat, tol: float, max_iter: int,
            history: int) -> Flat:
     """Full-batch L-BFGS with a strong-Wolfe line search until ``||grad|| <= tol``, the
@@ -95,7 +99,7 @@ def minimize(objective: Callable[[Flat], torch.Tensor], start: Flat, *, tol: flo
         x, norm = candidate, new_norm
     if norm <= tol:
         return x
-    raise InfluenceError(
+    raise TrainingNotConvergedError(
         f"training did not converge: gradient norm {float(norm):.3g} > tol {tol:g} after"
         f" {max_iter} L-BFGS iterations and Newton steps. Raise max_iter, loosen tol, or add"
         " weight decay so the optimum is well defined.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from torch.func import grad
 from ..atomic import write_json
 from .hessian import InfluenceError
 from .multistage import MultiStageProblem, SolverOptions
-from .optimize import minimize
+from .optimize import TrainingNotConvergedError, minimize
 
 
 def leave_one_out(problem: MultiStageProblem, index: int, x_test: torch.Tensor,
@@ -44,12 +44,14 @@ def leave_one_out(problem: MultiStageProblem, index: int, x_test: torch.Tensor,
 @dataclass(frozen=True)
 class Validation:
     """Predicted (``-I / m``) and true changes of the summed test loss per removed example,
-    and the identity-Hessian ablation's predictions, with their correlations."""
+    and the identity-Hessian ablation's predictions, with their correlations. Removals whose
+    retraining did not reach the tolerance are listed in ``not_converged`` and left out."""
 
     indices: list[int]
     predicted: list[float]
     actual: list[float]
     ablation: list[float]
+    not_converged: list[int] = field(default_factory=list)
 
     @property
     def pearson(self) -> float:
@@ -87,23 +89,30 @@ def validate(problem: MultiStageProblem, x_test: torch.Tensor, y_test: torch.Ten
 
     With ``checkpoint`` (a JSON file), every finished retraining is saved at once (atomically)
     and a rerun with the same file skips the examples already done, so a killed validation
-    resumes.
+    resumes. A removal whose retraining does not reach ``tol`` is reported in
+    ``not_converged`` rather than measured at an unconverged point or stopping the others.
     """
     indices = [int(i) for i in indices]
     options = options or SolverOptions()
     path = None if checkpoint is None else Path(checkpoint)
-    done: dict[int, float] = {}
+    done: dict[int, float | None] = {}  # None: the retraining did not converge
     if path is not None and path.exists():
-        done = {int(k): float(v) for k, v in json.loads(path.read_text()).items()}
+        done = {int(k): None if v is None else float(v)
+                for k, v in json.loads(path.read_text()).items()}
     for index in indices:
         if index not in done:
-            done[index] = leave_one_out(problem, index, x_test, y_test, tol=tol,
-                                        max_iter=max_iter)
+            try:
+                done[index] = leave_one_out(problem, index, x_test, y_test, tol=tol,
+                                            max_iter=max_iter)
+            except TrainingNotConvergedError:
+                done[index] = None  # recorded, so a rerun with this tolerance skips it
             if path is not None:
                 write_json(path, {str(k): v for k, v in done.items()})
-    chosen = np.asarray(indices)
+    measured = {i: change for i in indices if (change := done[i]) is not None}
+    chosen = np.asarray(list(measured), dtype=np.int64)
     solved = problem.scores(problem.test_vector(x_test, y_test, options), chosen)
     identity = problem.scores(problem.test_vector(x_test, y_test, SolverOptions("identity")),
                               chosen)
-    return Validation(indices, problem.removal_effect(solved).tolist(),
-                      [done[i] for i in indices], problem.removal_effect(identity).tolist())
+    return Validation(list(measured), problem.removal_effect(solved).tolist(),
+                      list(measured.values()), problem.removal_effect(identity).tolist(),
+                      [i for i in indices if done[i] is None])
