@@ -56,9 +56,10 @@ def precise_dtype(device: str | torch.device) -> torch.dtype:
     """The dtype of precision-sensitive work on ``device``: float64, or float32 on ``mps``.
 
     Used where float32 is accurate enough once documented: ridge datamodels on a torch device
-    (``estimators.datamodels.fit_ridge``: float32 weights agree with the float64 fit within 1e-4
+    (``estimators.datamodels.fit_ridge``: float32 weights agree with the float64 fit within 1e-3
     of their largest magnitude and the held-out LDS within 1e-3, checked on the CPU by
-    ``tests/estimators/test_datamodels_device.py``; about 1e-6 measured at 400 models x 30 units)
+    ``tests/estimators/test_datamodels_device.py``; about 1e-6 measured at 400 models x 30
+    units with one BLAS thread, 2.7e-4 with two)
     and sums of squared per-example gradients (pruning's gradient norms)."""
     return torch.float64 if supports_float64(device) else torch.float32
 
