@@ -132,7 +132,7 @@ def validation_indices(total: np.ndarray, count: int, seed: int) -> np.ndarray:
     large enough to stand out of the retraining noise) and the rest drawn at random (seeded)
     from the others, so typical examples are checked too. Sorted."""
     count = min(count, len(total))
-    largest = np.argsort(-np.abs(total), kind="stable")[:count // 2]
+    largest = top_indices(np.abs(total), count // 2)
     others = np.setdiff1d(np.arange(len(total)), largest)
     rng = np.random.default_rng([seed, 12])
     return np.sort(np.concatenate([largest, rng.choice(others, size=count - len(largest),

@@ -303,8 +303,8 @@ class _Page:
             return {"name": names[index], "score": float(scores[index]),
                     "image": grid_data_uri(images[index:index + 1], columns=1, min_side=48)}
 
-        helpful = np.argsort(scores, kind="stable")[:k]
-        harmful = np.argsort(-scores, kind="stable")[:k]
+        helpful = top_indices(scores, k, largest=False)
+        harmful = top_indices(scores, k)
         return [(row(a), row(b)) for a, b in zip(helpful, harmful)]
 
     def influence_function(self) -> dict | None:
@@ -333,7 +333,7 @@ class _Page:
         for method, values in table.scores.items():
             valid = np.flatnonzero(np.isfinite(values))
             k = min(AGREEMENT_CLASSES_SHOWN, valid.size // 2)
-            order = valid[np.argsort(-values[valid], kind="stable")]
+            order = valid[top_indices(values[valid])]
             ends[method] = ([table.class_names[c] for c in order[:k]],
                             [table.class_names[c] for c in order[::-1][:k]])
         return {"table": table, "ends": ends}
