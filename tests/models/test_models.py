@@ -81,7 +81,7 @@ def test_bad_options():
         build_model("mlp", in_channels=1, image_size=8, num_classes=0)
     with pytest.raises(ModelError, match="at least 4x4"):
         build_model("small_cnn", in_channels=1, image_size=2, num_classes=2)
-    assert model_options("mlp") == {"width": 512, "depth": 2}
+    assert model_options("mlp") == {"width": 512, "depth": 2, "activation": "relu"}
 
 
 def test_small_cnn_activation_and_pooling_options():
@@ -97,6 +97,18 @@ def test_small_cnn_activation_and_pooling_options():
     assert nn.Softplus in layers(activation="softplus")
     with pytest.raises(ModelError, match="option activation = 'swish' is invalid"):
         layers(activation="swish")
+
+
+def test_mlp_activation_option():
+    def activations(**options) -> list[type]:
+        model = build_model("mlp", in_channels=1, image_size=4, num_classes=2, width=3, depth=2,
+                            **options)
+        return [type(m) for m in model.backbone if not isinstance(m, (nn.Flatten, nn.Linear))]
+
+    assert activations() == [nn.ReLU, nn.ReLU]  # the default is the original network
+    assert activations(activation="tanh") == [nn.Tanh, nn.Tanh]
+    with pytest.raises(ModelError, match="option activation = 'swish' is invalid"):
+        activations(activation="swish")
 
 
 class Scale(nn.Module):
