@@ -786,7 +786,8 @@ def influence_function(
         v = result.validation
         console.print(f"leave-one-out validation on {len(v.indices)} examples: Pearson"
                       f" {v.pearson:.3f}, Spearman {v.spearman:.3f}; identity-Hessian ablation:"
-                      f" Pearson {v.ablation_pearson:.3f}, Spearman {v.ablation_spearman:.3f}")
+                      f" Pearson {v.ablation_pearson:.3f}, Spearman {v.ablation_spearman:.3f};"
+                      f" {v.regime_note()}")
         if v.not_converged:
             console.print(f"left out: {len(v.not_converged)} removals whose retraining did not"
                           f" reach the training tolerance (examples {v.not_converged})")

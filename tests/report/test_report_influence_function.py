@@ -19,8 +19,10 @@ from typer.testing import CliRunner
 from transfer_influence.cli import app
 from transfer_influence.config import load_config
 from transfer_influence.estimators import estimate_influence
+from transfer_influence.influence_functions.validate import Validation
 from transfer_influence.pruning import train_surrogate
 from transfer_influence.pruning.scores import label_mapping_scores
+from transfer_influence.report.figures import validation_png
 from transfer_influence.sweep.plan import SweepPlan
 
 from ..influence_functions.test_cli_influence import OPTIONS
@@ -82,6 +84,7 @@ def test_report_shows_examples_images_validation_and_agreement(experiment: Path)
     for key in ("pearson", "spearman", "ablation_pearson", "ablation_spearman"):
         assert f"{validation[key]:.3f}" in section
     assert "3 pretraining examples, each really removed" in section
+    assert "First-order regime: " in section and "more than 2x the first-order distance" in section
     # agreement: influence function vs sweep over the 8 classes; LM / FM missing until prune
     agreement = _section(html, "agreement")
     plan = SweepPlan.from_config(load_config(experiment))
@@ -143,3 +146,20 @@ def test_agreement_command_lists_what_is_missing(tmp_path: Path):
         in output
     assert f"no sweep scores: needs `transfer-influence run {config}`" in output
     assert "no lm scores" in output and "no fm scores" in output
+
+
+def _red_pixels(png: bytes) -> int:
+    """Pixels of matplotlib's C3 red (#d62728), the out-of-regime marker."""
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return int((np.abs(pixels - [214, 39, 40]).sum(axis=2) < 40).sum())
+
+
+def test_validation_scatter_marks_the_removals_outside_the_first_order_regime():
+    common = {"indices": [3, 5, 8, 9], "predicted": [0.1, 0.2, 0.3, 0.4],
+              "actual": [0.1, 0.25, 0.28, -2.0], "ablation": [1.0, 2.0, 1.5, 3.0],
+              "finetune_shift": [1.0] * 4, "predicted_shift": [1.0] * 4}
+    inside = Validation(**common, pretrain_shift=[1.1, 0.9, 1.2, 1.9])
+    jumped = Validation(**common, pretrain_shift=[1.1, 0.9, 1.2, 9.0])
+    assert inside.out_of_regime == [] and jumped.out_of_regime == [9]
+    assert _red_pixels(validation_png(inside)) == 0
+    assert _red_pixels(validation_png(jumped)) > 50

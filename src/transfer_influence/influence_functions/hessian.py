@@ -127,15 +127,16 @@ def ihvp_exact(hvp_fn: Callable[[Flat], Flat], vector: Flat, *, damping: float =
     """``(H^2 + damping I)^+ H v`` with ``H`` materialised from ``hvp_fn`` (tiny models only,
     see :data:`EXACT_MAX_SIZE`), solved in ``H``'s eigenbasis: ``h_i / (h_i^2 + damping)`` per
     eigenvalue, and 0 for exactly flat directions (so ``damping = 0`` gives the pseudo-inverse
-    ``H^+ v``). Matches :func:`ihvp_cg` on the same system."""
-    hessian = materialize_hessian(hvp_fn, vector.numel(), dtype=vector.dtype,
+    ``H^+ v``). Matches :func:`ihvp_cg` on the same system. ``vector`` may also be rows
+    ``[k, size]``, solved together with one materialised ``H``."""
+    hessian = materialize_hessian(hvp_fn, vector.shape[-1], dtype=vector.dtype,
                                   device=vector.device)
     values, vectors = torch.linalg.eigh(hessian)
     denominator = values.square() + damping
     flat = flat_directions(values)
     factor = torch.where(flat, torch.zeros_like(values), values / torch.where(
         flat, torch.ones_like(denominator), denominator))
-    return vectors @ (factor * (vectors.T @ vector))
+    return (factor * (vector @ vectors)) @ vectors.T
 
 
 def ihvp_cg(hvp_fn: Callable[[Flat], Flat], vector: Flat, *, damping: float = 0.0,

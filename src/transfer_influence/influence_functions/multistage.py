@@ -311,7 +311,11 @@ class MultiStageProblem:
         return hvp(self.pretrain_objective, self.theta, vector)
 
     def pretrain_solve(self, vector: Flat, options: SolverOptions) -> Flat:
-        """``H_G^-1 v`` by ``options``' solver; ``ekfac`` uses :meth:`ekfac`'s factors."""
+        """``H_G^-1 v`` by ``options``' solver; ``ekfac`` uses :meth:`ekfac`'s factors.
+        ``vector`` may be rows ``[k, size]``: the exact solver then materialises ``H_G`` once
+        for all of them, the others solve them one by one."""
+        if vector.ndim == 2 and options.solver != "exact":
+            return torch.stack([self.pretrain_solve(row, options) for row in vector])
         if options.solver == "ekfac":
             return self.ekfac().solve(vector, damping=options.damping)
         return options.solve(self.pretrain_hvp, vector)
@@ -367,6 +371,17 @@ class MultiStageProblem:
             out.append(grads @ matrix.T)
         result = torch.cat(out)
         return result if vectors.ndim == 2 else result[:, 0]
+
+    def removal_shift(self, indices: np.ndarray, options: SolverOptions = SolverOptions()
+                      ) -> torch.Tensor:
+        """First-order distance ``||H_G^-1 grad g(z)|| / m`` the pretrained optimum moves when
+        each example of ``indices`` is removed (``eps = -1/m``), by ``options``' solver (the
+        one the influences use, damping included): what :func:`.validate.leave_one_out`'s
+        measured distance should be when the removal stays in the first-order regime."""
+        rows = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        grads = per_example_grads(self.example_loss, self.theta, self.source_x[rows],
+                                  self.source_y[rows], chunk=self.chunk)
+        return torch.linalg.vector_norm(self.pretrain_solve(grads, options), dim=1) / self.m
 
     def removal_effect(self, influence: torch.Tensor) -> torch.Tensor:
         """Predicted change of the test loss when an example is removed (``eps = -1/m``)."""

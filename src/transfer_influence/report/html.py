@@ -19,6 +19,7 @@ import numpy as np
 from ..atomic import atomic_open
 from ..data.images import LabeledImages
 from ..errors import DataError
+from ..influence_functions.validate import OUT_OF_REGIME_RATIO
 from ..pruning.experiment import PruningResult, RatioRow
 from ..ranking import top_indices
 from .figures import (
@@ -320,7 +321,7 @@ class _Page:
                  for j, t in enumerate(scored.test_indices)]
         validation = scored.validation
         return {"examples": len(scored.total), "overall": self.example_rows(scored.total),
-                "tests": tests, "validation": validation,
+                "tests": tests, "validation": validation, "regime_ratio": OUT_OF_REGIME_RATIO,
                 "figure": None if validation is None else png_data_uri(
                     validation_png(validation))}
 
