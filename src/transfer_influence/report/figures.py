@@ -163,17 +163,17 @@ def validation_png(validation: Validation) -> bytes:
                validation.spearman),
               ("identity-Hessian ablation", validation.ablation, validation.ablation_pearson,
                validation.ablation_spearman)]
-    for column, (name, predicted, pearson, spearman) in enumerate(panels):
+    for column, (name, values, pearson, spearman) in enumerate(panels):
         axes = figure.add_subplot(1, 2, column + 1)
-        predicted = np.asarray(predicted)
+        predicted = np.asarray(values)
         axes.scatter(predicted[~flagged], actual[~flagged], s=18, alpha=0.75,
                      color="C0" if column == 0 else "C1")
         if flagged.any():
             axes.scatter(predicted[flagged], actual[flagged], s=36, marker="x", color="C3",
                          label=f"moved > {OUT_OF_REGIME_RATIO:g}x the first-order distance")
         if column == 0:
-            values = np.concatenate([predicted, actual])
-            low, high = float(values.min()), float(values.max())
+            both = np.concatenate([predicted, actual])
+            low, high = float(both.min()), float(both.max())
             axes.plot([low, high], [low, high], color="0.5", linestyle=":", linewidth=1,
                       label="predicted = true")
         if column == 0 or flagged.any():
