@@ -108,6 +108,35 @@ def test_report_without_influence_function_files_says_what_to_run(experiment: Pa
     assert "needs <code>transfer-influence influence-function" in _section(html, "agreement")
 
 
+def test_report_of_an_experiment_that_only_ran_the_influence_functions(experiment: Path,
+                                                                       tmp_path: Path):
+    config = write_sweep_config(tmp_path, epochs=1)  # the same experiment, no sweep run
+    nothing = CliRunner().invoke(app, ["report", str(config)])
+    assert nothing.exit_code == 1 and "nothing to report yet" in nothing.output
+    assert f"transfer-influence influence-function {config}" in nothing.output
+    for source in experiment.parent.glob("sweep.zarr.influence-function.*"):
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    _invoke("report", str(config))
+    assert not (tmp_path / "sweep.zarr").exists()  # the report creates no store
+    html = (tmp_path / "sweep.zarr.report.html").read_text()
+    # the influence functions, as with a sweep: examples, test card, validation scatter
+    section = _section(html, "influence-functions")
+    assert len(_images(section)) == 20 + 1 + 1 and "3 pretraining examples, each" in section
+    assert "identity-Hessian ablation" in section
+    # the sweep's sections: one note each, naming the command that makes them
+    run = f"<code>transfer-influence run {config}</code>"
+    assert f"No retraining-based influences of source units (overall and per-class rankings," \
+        f" heat-map): run {run}." in _section(html, "overall")
+    assert 'id="per-class"' not in html and 'id="heatmap"' not in html
+    for name, command in (("projections", "project"), ("failures", "debug"),
+                          ("diagnostics", "diagnose"), ("counterfactual", "counterfactual")):
+        assert f"run {run} (the sweep), then <code>transfer-influence {command} {config}" \
+            in _section(html, name)
+    assert "models</th><td>none: the sweep has not been run" in _section(html, "summary")
+    assert "no sweep scores" not in html and f"needs <code>transfer-influence run {config}" \
+        in _section(html, "agreement")
+
+
 def test_scores_of_another_configuration_are_refused(experiment: Path, tmp_path: Path):
     other = write_sweep_config(tmp_path, epochs=2)
     _invoke("run", str(other), "--quiet")
