@@ -26,7 +26,9 @@ than this many times the first-order distance ``||H_G^-1 grad g(z)|| / m``
 (:meth:`~.multistage.MultiStageProblem.removal_shift`). Inside the regime the two agree up to
 second-order terms (ratio near 1); at twice the predicted distance the linearisation misses at
 least as much movement as it describes, which is what a jump to another basin of a non-convex
-loss looks like, and what influence functions cannot predict by construction."""
+loss looks like, and what influence functions cannot predict by construction. With damping > 0
+the predicted distance is the damped solve's (shorter in flat directions), so the ratio then also
+measures what the damping leaves out."""
 
 
 @dataclass(frozen=True)
