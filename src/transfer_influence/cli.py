@@ -138,6 +138,11 @@ def _read_store(config: ExperimentConfig) -> SweepStore:
     return SweepStore.open(config.store_path(), config_hash=config.config_hash(), read_only=True)
 
 
+def _sweep_exists(config: ExperimentConfig) -> bool:
+    """Whether the sweep's store exists (a remote store is assumed to: opening it says)."""
+    return "://" in config.store_path() or Path(config.store_path()).exists()
+
+
 def _influence(config: ExperimentConfig, variant: str, store: SweepStore | None = None,
                method: str = "dim") -> InfluenceResult:
     """The saved estimate if it covers every completed model, else a fresh one (not saved)."""
@@ -627,12 +632,13 @@ def report(
     method: MethodOpt = "dim",
     device: DeviceOpt = None,
 ) -> None:
-    """Write one self-contained HTML report of everything computed so far."""
+    """Write one self-contained HTML report of everything computed so far (without a sweep,
+    of the influence functions alone)."""
     plan = SweepPlan.from_config(_on_device(load_config(config), device))
-    store = plan.read_store()
-    path = write_experiment_report(plan, store, _influence(plan.config, variant, store, method),
-                                   output,
-                                   config_path=str(config))
+    store = plan.read_store() if _sweep_exists(plan.config) else None
+    path = write_experiment_report(
+        plan, store, None if store is None else _influence(plan.config, variant, store, method),
+        output, config_path=str(config))
     console.print(f"report -> {path}")
 
 
@@ -729,7 +735,7 @@ def prune(
     plan = SweepPlan.from_config(experiment)
     influence = None
     if "influence" in methods:
-        if not Path(experiment.store_path()).exists() and "://" not in experiment.store_path():
+        if not _sweep_exists(experiment):
             raise ConfigError("--method influence needs the sweep's store, and"
                               f" {experiment.store_path()} does not exist; run"
                               f" `transfer-influence run {config}` first.")
@@ -786,7 +792,8 @@ def influence_function(
         v = result.validation
         console.print(f"leave-one-out validation on {len(v.indices)} examples: Pearson"
                       f" {v.pearson:.3f}, Spearman {v.spearman:.3f}; identity-Hessian ablation:"
-                      f" Pearson {v.ablation_pearson:.3f}, Spearman {v.ablation_spearman:.3f}")
+                      f" Pearson {v.ablation_pearson:.3f}, Spearman {v.ablation_spearman:.3f};"
+                      f" {v.regime_note()}")
         if v.not_converged:
             console.print(f"left out: {len(v.not_converged)} removals whose retraining did not"
                           f" reach the training tolerance (examples {v.not_converged})")

@@ -32,6 +32,10 @@ def test_influence_function_command_saves_resumes_and_refuses_other_arguments(tm
         assert (tmp_path / f"sweep.zarr.influence-function.{name}").exists()
     saved = json.loads((tmp_path / "sweep.zarr.influence-function.validation.json").read_text())
     assert len(saved["actual"]) == 3 and len(saved["predicted"]) == 3
+    # the first-order regime diagnostic: measured and predicted distances of every removal
+    assert "of 3 removals moved the pretrained optimum more than 2x" in result.output
+    assert all(len(saved[key]) == 3 and all(v > 0 for v in saved[key])
+               for key in ("pretrain_shift", "finetune_shift", "predicted_shift", "shift_ratio"))
     before = (tmp_path / "sweep.zarr.influence-function.scores.npz").stat().st_mtime_ns
 
     again = runner.invoke(app, ["influence-function", str(config), *OPTIONS])

@@ -195,6 +195,10 @@ def test_inputs_are_checked_against_the_influence_result():
     with pytest.raises(DataError, match=r"indices \[200\]"):
         ReportInputs("t", inputs.influence, inputs.source, inputs.target_test,
                      projections=[LabelProjection(200, "a", None, [])])
+    # without a sweep estimate, nothing derived from it may be given
+    with pytest.raises(DataError, match=r"overall_se, projections describe the sweep's"):
+        ReportInputs("t", None, inputs.source, inputs.target_test, overall_se=np.zeros(units),
+                     projections=[LabelProjection(0, "a", None, [])])
     with pytest.raises(DataError, match="equal length"):
         CounterfactualCurve("c", (1, 2), (0.5,), (0.4,), (0.6,), 3)
     with pytest.raises(DataError, match=r"in \[0, 1\]"):

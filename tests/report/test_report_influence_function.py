@@ -19,8 +19,10 @@ from typer.testing import CliRunner
 from transfer_influence.cli import app
 from transfer_influence.config import load_config
 from transfer_influence.estimators import estimate_influence
+from transfer_influence.influence_functions.validate import Validation
 from transfer_influence.pruning import train_surrogate
 from transfer_influence.pruning.scores import label_mapping_scores
+from transfer_influence.report.figures import validation_png
 from transfer_influence.sweep.plan import SweepPlan
 
 from ..influence_functions.test_cli_influence import OPTIONS
@@ -82,6 +84,7 @@ def test_report_shows_examples_images_validation_and_agreement(experiment: Path)
     for key in ("pearson", "spearman", "ablation_pearson", "ablation_spearman"):
         assert f"{validation[key]:.3f}" in section
     assert "3 pretraining examples, each really removed" in section
+    assert "First-order regime: " in section and "more than 2x the first-order distance" in section
     # agreement: influence function vs sweep over the 8 classes; LM / FM missing until prune
     agreement = _section(html, "agreement")
     plan = SweepPlan.from_config(load_config(experiment))
@@ -103,6 +106,35 @@ def test_report_without_influence_function_files_says_what_to_run(experiment: Pa
     assert ("No multi-stage influence functions: run <code>transfer-influence"
             f" influence-function {bare}</code>") in html
     assert "needs <code>transfer-influence influence-function" in _section(html, "agreement")
+
+
+def test_report_of_an_experiment_that_only_ran_the_influence_functions(experiment: Path,
+                                                                       tmp_path: Path):
+    config = write_sweep_config(tmp_path, epochs=1)  # the same experiment, no sweep run
+    nothing = CliRunner().invoke(app, ["report", str(config)])
+    assert nothing.exit_code == 1 and "nothing to report yet" in nothing.output
+    assert f"transfer-influence influence-function {config}" in nothing.output
+    for source in experiment.parent.glob("sweep.zarr.influence-function.*"):
+        (tmp_path / source.name).write_bytes(source.read_bytes())
+    _invoke("report", str(config))
+    assert not (tmp_path / "sweep.zarr").exists()  # the report creates no store
+    html = (tmp_path / "sweep.zarr.report.html").read_text()
+    # the influence functions, as with a sweep: examples, test card, validation scatter
+    section = _section(html, "influence-functions")
+    assert len(_images(section)) == 20 + 1 + 1 and "3 pretraining examples, each" in section
+    assert "identity-Hessian ablation" in section
+    # the sweep's sections: one note each, naming the command that makes them
+    run = f"<code>transfer-influence run {config}</code>"
+    assert f"No retraining-based influences of source units (overall and per-class rankings," \
+        f" heat-map): run {run}." in _section(html, "overall")
+    assert 'id="per-class"' not in html and 'id="heatmap"' not in html
+    for name, command in (("projections", "project"), ("failures", "debug"),
+                          ("diagnostics", "diagnose"), ("counterfactual", "counterfactual")):
+        assert f"run {run} (the sweep), then <code>transfer-influence {command} {config}" \
+            in _section(html, name)
+    assert "models</th><td>none: the sweep has not been run" in _section(html, "summary")
+    assert "no sweep scores" not in html and f"needs <code>transfer-influence run {config}" \
+        in _section(html, "agreement")
 
 
 def test_scores_of_another_configuration_are_refused(experiment: Path, tmp_path: Path):
@@ -143,3 +175,20 @@ def test_agreement_command_lists_what_is_missing(tmp_path: Path):
         in output
     assert f"no sweep scores: needs `transfer-influence run {config}`" in output
     assert "no lm scores" in output and "no fm scores" in output
+
+
+def _red_pixels(png: bytes) -> int:
+    """Pixels of matplotlib's C3 red (#d62728), the out-of-regime marker."""
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
+    return int((np.abs(pixels - [214, 39, 40]).sum(axis=2) < 40).sum())
+
+
+def test_validation_scatter_marks_the_removals_outside_the_first_order_regime():
+    common = {"indices": [3, 5, 8, 9], "predicted": [0.1, 0.2, 0.3, 0.4],
+              "actual": [0.1, 0.25, 0.28, -2.0], "ablation": [1.0, 2.0, 1.5, 3.0],
+              "finetune_shift": [1.0] * 4, "predicted_shift": [1.0] * 4}
+    inside = Validation(**common, pretrain_shift=[1.1, 0.9, 1.2, 1.9])
+    jumped = Validation(**common, pretrain_shift=[1.1, 0.9, 1.2, 9.0])
+    assert inside.out_of_regime == [] and jumped.out_of_regime == [9]
+    assert _red_pixels(validation_png(inside)) == 0
+    assert _red_pixels(validation_png(jumped)) > 50

@@ -191,9 +191,7 @@ def saved_influence_function(plan: SweepPlan) -> InfluenceFunctionResult | None:
     validation_path = config.artifact_path(f"{prefix}.validation.json")
     validation = None
     if validation_path.exists():
-        summary = json.loads(validation_path.read_text())
-        validation = Validation(**{k: summary[k] for k in
-                                   ("indices", "predicted", "actual", "ablation")})
+        validation = Validation.from_summary(json.loads(validation_path.read_text()))
     return InfluenceFunctionResult(example_names(plan.data.source), total, per_test, tests,
                                    validation, saved)
 

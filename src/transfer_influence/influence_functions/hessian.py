@@ -4,7 +4,7 @@ products, per-example gradients and inverse-Hessian-vector products (IHVPs).
 Everything works on *flat* parameter vectors: a :class:`ParamLayout` maps a model's named
 parameters (or a group of them, such as ``backbone.*``) to one 1-D tensor and back, and losses
 are functions ``theta -> scalar`` built with ``torch.func.functional_call``. The Hessian is never
-materialised except by :func:`ihvp_exact`, which refuses anything but tiny problems:
+materialised except by :func:`ihvp_exact` (:class:`ExactHessian`), which refuses anything but tiny problems:
 
 - :func:`hvp` is forward-over-reverse (``jvp`` of ``grad``), one extra forward pass per product;
 - :func:`per_example_grads` is ``vmap(grad)`` over a batch;
@@ -123,19 +123,41 @@ def flat_directions(values: torch.Tensor) -> torch.Tensor:
     return values.abs() <= scale * values.numel() * torch.finfo(values.dtype).eps
 
 
+@dataclass(frozen=True)
+class ExactHessian:
+    """The eigendecomposition of a materialised Hessian (tiny models only, see
+    :data:`EXACT_MAX_SIZE`): built once with ``size`` Hessian-vector products, it then solves
+    any number of damped systems at the cost of two matrix products each."""
+
+    values: torch.Tensor
+    vectors: torch.Tensor
+
+    @classmethod
+    def of(cls, hvp_fn: Callable[[Flat], Flat], size: int, *, dtype: torch.dtype,
+           device: torch.device | str = "cpu") -> ExactHessian:
+        """Materialise the Hessian of ``hvp_fn`` and decompose it."""
+        values, vectors = torch.linalg.eigh(materialize_hessian(hvp_fn, size, dtype=dtype,
+                                                                device=device))
+        return cls(values, vectors)
+
+    def solve(self, vector: Flat, *, damping: float = 0.0) -> Flat:
+        """``(H^2 + damping I)^+ H v`` in ``H``'s eigenbasis: ``h_i / (h_i^2 + damping)`` per
+        eigenvalue, and 0 for exactly flat directions (so ``damping = 0`` gives the
+        pseudo-inverse ``H^+ v``). ``vector`` may also be rows ``[k, size]``."""
+        values = self.values
+        denominator = values.square() + damping
+        flat = flat_directions(values)
+        factor = torch.where(flat, torch.zeros_like(values), values / torch.where(
+            flat, torch.ones_like(denominator), denominator))
+        return (factor * (vector @ self.vectors)) @ self.vectors.T
+
+
 def ihvp_exact(hvp_fn: Callable[[Flat], Flat], vector: Flat, *, damping: float = 0.0) -> Flat:
     """``(H^2 + damping I)^+ H v`` with ``H`` materialised from ``hvp_fn`` (tiny models only,
-    see :data:`EXACT_MAX_SIZE`), solved in ``H``'s eigenbasis: ``h_i / (h_i^2 + damping)`` per
-    eigenvalue, and 0 for exactly flat directions (so ``damping = 0`` gives the pseudo-inverse
-    ``H^+ v``). Matches :func:`ihvp_cg` on the same system."""
-    hessian = materialize_hessian(hvp_fn, vector.numel(), dtype=vector.dtype,
-                                  device=vector.device)
-    values, vectors = torch.linalg.eigh(hessian)
-    denominator = values.square() + damping
-    flat = flat_directions(values)
-    factor = torch.where(flat, torch.zeros_like(values), values / torch.where(
-        flat, torch.ones_like(denominator), denominator))
-    return vectors @ (factor * (vectors.T @ vector))
+    see :data:`EXACT_MAX_SIZE`; :meth:`ExactHessian.solve`). Matches :func:`ihvp_cg` on the same
+    system. ``vector`` may also be rows ``[k, size]``, solved with one materialised ``H``."""
+    return ExactHessian.of(hvp_fn, vector.shape[-1], dtype=vector.dtype,
+                           device=vector.device).solve(vector, damping=damping)
 
 
 def ihvp_cg(hvp_fn: Callable[[Flat], Flat], vector: Flat, *, damping: float = 0.0,

@@ -33,7 +33,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeGuard
+from typing import Literal, TypeGuard, TypeVar, cast
 
 import numpy as np
 import torch
@@ -43,6 +43,7 @@ from torch.func import functional_call, grad
 from ..models.base import TransferModel
 from .ekfac import EKFAC, fit_ekfac
 from .hessian import (
+    ExactHessian,
     Flat,
     InfluenceError,
     ParamLayout,
@@ -56,6 +57,8 @@ from .optimize import minimize
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss(outputs [B, K], targets [B, ...]) -> per-example losses [B]``."""
+
+_Built = TypeVar("_Built")
 
 Solver = Literal["cg", "exact", "identity", "ekfac"]
 SOLVERS: tuple[str, ...] = ("cg", "exact", "identity", "ekfac")
@@ -160,7 +163,8 @@ class MultiStageProblem:
     chunk: int = 256
     _pre: TransferModel = field(init=False, repr=False)
     _ft: TransferModel = field(init=False, repr=False)
-    _ekfac: tuple[Flat, EKFAC] | None = field(default=None, init=False, repr=False)
+    _at_theta: dict[str, tuple[Flat, object]] = field(
+        default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for model in (self.pretrained, self.finetuned):
@@ -311,20 +315,38 @@ class MultiStageProblem:
         return hvp(self.pretrain_objective, self.theta, vector)
 
     def pretrain_solve(self, vector: Flat, options: SolverOptions) -> Flat:
-        """``H_G^-1 v`` by ``options``' solver; ``ekfac`` uses :meth:`ekfac`'s factors."""
+        """``H_G^-1 v`` by ``options``' solver; ``ekfac`` uses :meth:`ekfac`'s factors and
+        ``exact`` :meth:`exact_hessian`'s eigendecomposition, both built once and reused.
+        ``vector`` may be rows ``[k, size]``, solved one by one except by ``exact``."""
+        if options.solver == "exact":
+            return self.exact_hessian().solve(vector, damping=options.damping)
+        if vector.ndim == 2:
+            return torch.stack([self.pretrain_solve(row, options) for row in vector])
         if options.solver == "ekfac":
             return self.ekfac().solve(vector, damping=options.damping)
         return options.solve(self.pretrain_hvp, vector)
 
+    def _reused(self, name: str, build: Callable[[], _Built]) -> _Built:
+        """``build()`` at the current pretrained parameters, kept until they change."""
+        theta = self.theta
+        saved = self._at_theta.get(name)
+        if saved is None or not torch.equal(saved[0], theta):
+            saved = self._at_theta[name] = (theta, build())
+        return cast(_Built, saved[1])
+
     def ekfac(self) -> EKFAC:
         """The EK-FAC approximation of ``H_G`` at the current pretrained parameters, fitted on
         the pretraining examples once and reused until the parameters change."""
+        return self._reused("ekfac", lambda: fit_ekfac(
+            self.pretrained, self.source_x, self.source_y, self.loss,
+            decay=self.pretrain_decay, chunk=self.chunk))
+
+    def exact_hessian(self) -> ExactHessian:
+        """``H_G`` materialised and decomposed at the current pretrained parameters (tiny
+        models only), once, and reused by every exact solve until the parameters change."""
         theta = self.theta
-        if self._ekfac is None or not torch.equal(self._ekfac[0], theta):
-            self._ekfac = (theta, fit_ekfac(self.pretrained, self.source_x, self.source_y,
-                                            self.loss, decay=self.pretrain_decay,
-                                            chunk=self.chunk))
-        return self._ekfac[1]
+        return self._reused("exact", lambda: ExactHessian.of(
+            self.pretrain_hvp, theta.numel(), dtype=theta.dtype, device=theta.device))
 
     def test_vector(self, x: torch.Tensor, y: torch.Tensor,
                     options: SolverOptions = SolverOptions()) -> Flat:
@@ -367,6 +389,17 @@ class MultiStageProblem:
             out.append(grads @ matrix.T)
         result = torch.cat(out)
         return result if vectors.ndim == 2 else result[:, 0]
+
+    def removal_shift(self, indices: np.ndarray, options: SolverOptions = SolverOptions()
+                      ) -> torch.Tensor:
+        """First-order distance ``||H_G^-1 grad g(z)|| / m`` the pretrained optimum moves when
+        each example of ``indices`` is removed (``eps = -1/m``), by ``options``' solver (the
+        one the influences use, damping included): what :func:`.validate.leave_one_out`'s
+        measured distance should be when the removal stays in the first-order regime."""
+        rows = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        grads = per_example_grads(self.example_loss, self.theta, self.source_x[rows],
+                                  self.source_y[rows], chunk=self.chunk)
+        return torch.linalg.vector_norm(self.pretrain_solve(grads, options), dim=1) / self.m
 
     def removal_effect(self, influence: torch.Tensor) -> torch.Tensor:
         """Predicted change of the test loss when an example is removed (``eps = -1/m``)."""

@@ -17,6 +17,7 @@ from ..analysis.failures import load_failures
 from ..analysis.projection import consensus_predictions, default_examples, project_labels
 from ..config import ExperimentConfig, safe_name
 from ..counterfactual.experiment import CounterfactualResult
+from ..errors import StoreError
 from ..estimators.diagnostics import DiagnosticsSummary
 from ..estimators.result import InfluenceResult
 from ..influence_functions.experiment import InfluenceFunctionResult, saved_influence_function
@@ -74,7 +75,7 @@ def cached_surrogate(plan: SweepPlan) -> Surrogate | None:
     return train_surrogate(plan) if surrogate_path(plan).exists() else None
 
 
-def agreement_section(plan: SweepPlan, influence: InfluenceResult,
+def agreement_section(plan: SweepPlan, influence: InfluenceResult | None,
                       influence_function: InfluenceFunctionResult | None, *,
                       config_path: str | None = None) -> AgreementTable:
     """The agreement between the methods computed so far (see
@@ -84,35 +85,48 @@ def agreement_section(plan: SweepPlan, influence: InfluenceResult,
                                 config=config_path or "CONFIG")
 
 
-def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: InfluenceResult, *,
+def collect_report_inputs(plan: SweepPlan, store: SweepStore | None,
+                          influence: InfluenceResult | None, *,
                           config_path: str | None = None) -> ReportInputs:
     """Everything the report shows, from the saved results of ``plan``'s experiment;
     ``store`` is its sweep store (see :meth:`SweepPlan.read_store`) and ``influence`` the
-    estimate to show."""
+    estimate to show. Both are None for an experiment that only ran the multi-stage influence
+    functions: the report then shows those, and notes how to run the sweep for the rest."""
     config, data = plan.config, plan.data
-    projections = project_labels(influence, default_examples(influence),
-                                 predictions=consensus_predictions(store))
+    influence_function = saved_influence_function(plan)
+    command = config_path or "CONFIG"
+    if influence is None and influence_function is None:
+        raise StoreError(f"nothing to report yet: run the sweep (`transfer-influence run"
+                         f" {command}`) or the influence functions (`transfer-influence"
+                         f" influence-function {command}`) first.")
     failures_path = config.artifact_path("failures.json")
     failures = load_failures(failures_path) if failures_path.exists() else None
-    done, total = store.status()
+    if store is None or influence is None:
+        models = f"none: the sweep has not been run (`transfer-influence run {command}`)"
+    else:
+        done, total = store.status()
+        models = (f"{done} of {total} completed, {int(store.diverged().sum())} diverged"
+                  " (excluded from every estimate)")
     summary = {
         "experiment": config.name,
-        "store": str(store.path),
-        "models": f"{done} of {total} completed, {int(store.diverged().sum())} diverged"
-                  " (excluded from every estimate)",
+        "store": str(config.store_path() if store is None else store.path),
+        "models": models,
         "model": f"{config.model.name} {config.model.options or ''}".strip(),
         "transfer": config.transfer.mode,
         "units": config.sweep.unit,
         "alpha": f"{config.sweep.alpha}",
         "config hash": config.config_hash(),
-        "estimate": {"dim": "difference in means", "ridge": "ridge datamodel weights",
-                     "lasso": "LASSO datamodel weights"}[influence.method],
     }
-    if influence.heldout_lds is not None:
-        summary["held-out LDS"] = f"{influence.heldout_lds:.3f}"
-    diagnostics = saved_diagnostics(config, influence)
+    diagnostics, projections = None, None
+    if store is not None and influence is not None:
+        summary["estimate"] = {"dim": "difference in means", "ridge": "ridge datamodel weights",
+                               "lasso": "LASSO datamodel weights"}[influence.method]
+        if influence.heldout_lds is not None:
+            summary["held-out LDS"] = f"{influence.heldout_lds:.3f}"
+        diagnostics = saved_diagnostics(config, influence)
+        projections = project_labels(influence, default_examples(influence),
+                                     predictions=consensus_predictions(store))
     pruning_path = config.artifact_path("prune.json")
-    influence_function = saved_influence_function(plan)
     return ReportInputs(
         title=f"transfer-influence report: {config.name}",
         influence=influence,
@@ -133,10 +147,11 @@ def collect_report_inputs(plan: SweepPlan, store: SweepStore, influence: Influen
     )
 
 
-def write_experiment_report(plan: SweepPlan, store: SweepStore, influence: InfluenceResult,
-                            path: str | Path | None = None, *,
+def write_experiment_report(plan: SweepPlan, store: SweepStore | None,
+                            influence: InfluenceResult | None, path: str | Path | None = None, *,
                             config_path: str | None = None) -> Path:
     """Build the report of ``plan``'s experiment at ``path`` (default: beside the store,
-    ``<store>.report.html``) and return its path."""
+    ``<store>.report.html``) and return its path; ``store`` and ``influence`` are None when the
+    sweep has not been run (see :func:`collect_report_inputs`)."""
     inputs = collect_report_inputs(plan, store, influence, config_path=config_path)
     return build_report(inputs, path or plan.config.artifact_path("report.html"))

@@ -19,7 +19,7 @@ from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-from ..influence_functions.validate import Validation
+from ..influence_functions.validate import OUT_OF_REGIME_RATIO, Validation
 from ..pruning.experiment import PruningResult
 from .inputs import ConvergenceSeries, CounterfactualSection
 
@@ -154,21 +154,29 @@ def validation_png(validation: Validation) -> bytes:
     """Predicted against true leave-one-out changes of the summed target test loss, one point
     per removed pretraining example (Chen et al. 2020, Fig. 2/3): the solved influence on the
     left with the line ``predicted = true``, the identity-Hessian ablation on the right (its
-    scale is arbitrary, so only its correlation is comparable)."""
+    scale is arbitrary, so only its correlation is comparable). Removals outside the
+    first-order regime (:attr:`Validation.out_of_regime`) are red crosses in both panels."""
     figure = Figure(figsize=(9.0, 3.9), dpi=DPI, layout="constrained")
+    actual = np.asarray(validation.actual)
+    flagged = np.isin(validation.indices, validation.out_of_regime)
     panels = [("influence function", validation.predicted, validation.pearson,
                validation.spearman),
               ("identity-Hessian ablation", validation.ablation, validation.ablation_pearson,
                validation.ablation_spearman)]
-    for column, (name, predicted, pearson, spearman) in enumerate(panels):
+    for column, (name, values, pearson, spearman) in enumerate(panels):
         axes = figure.add_subplot(1, 2, column + 1)
-        axes.scatter(predicted, validation.actual, s=18, alpha=0.75,
+        predicted = np.asarray(values)
+        axes.scatter(predicted[~flagged], actual[~flagged], s=18, alpha=0.75,
                      color="C0" if column == 0 else "C1")
+        if flagged.any():
+            axes.scatter(predicted[flagged], actual[flagged], s=36, marker="x", color="C3",
+                         label=f"moved > {OUT_OF_REGIME_RATIO:g}x the first-order distance")
         if column == 0:
-            values = np.concatenate([validation.predicted, validation.actual])
-            low, high = float(values.min()), float(values.max())
+            both = np.concatenate([predicted, actual])
+            low, high = float(both.min()), float(both.max())
             axes.plot([low, high], [low, high], color="0.5", linestyle=":", linewidth=1,
                       label="predicted = true")
+        if column == 0 or flagged.any():
             axes.legend(fontsize=8, loc="upper left")
         axes.set_title(f"{name}: r = {pearson:.2f}, \u03c1 = {spearman:.2f}", fontsize=10)
         axes.set_xlabel("predicted change of the test loss")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import jinja2
@@ -19,6 +20,8 @@ import numpy as np
 from ..atomic import atomic_open
 from ..data.images import LabeledImages
 from ..errors import DataError
+from ..estimators.result import InfluenceResult
+from ..influence_functions.validate import OUT_OF_REGIME_RATIO
 from ..pruning.experiment import PruningResult, RatioRow
 from ..ranking import top_indices
 from .figures import (
@@ -108,14 +111,28 @@ class _Page:
         if min(top_k, heatmap_units, samples_per_unit) < 1:
             raise DataError("top_k, heatmap_units and samples_per_unit must all be >= 1.")
         self.inputs = inputs
-        self.result = inputs.influence
         self.top_k = top_k
         self.heatmap_units = heatmap_units
         self.samples_per_unit = samples_per_unit
-        self.overall = self.result.overall()
-        self.per_class_scores = self.result.per_class()  # once: [units, targets] @ one-hot
-        self.unit_index = {name: i for i, name in enumerate(self.result.unit_names)}
         self._samples: dict[str, str | None] = {}
+
+    @cached_property
+    def result(self) -> InfluenceResult:
+        """The sweep's estimate; only the sweep's sections, built when it is given, use it."""
+        assert self.inputs.influence is not None
+        return self.inputs.influence
+
+    @cached_property
+    def overall(self) -> np.ndarray:
+        return self.result.overall()
+
+    @cached_property
+    def per_class_scores(self) -> np.ndarray:
+        return self.result.per_class()  # once: [units, targets] @ one-hot
+
+    @cached_property
+    def unit_index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.result.unit_names)}
 
     def samples(self, unit: str) -> str | None:
         """Data URI of a unit's sample grid (None: no images known for the unit)."""
@@ -320,7 +337,7 @@ class _Page:
                  for j, t in enumerate(scored.test_indices)]
         validation = scored.validation
         return {"examples": len(scored.total), "overall": self.example_rows(scored.total),
-                "tests": tests, "validation": validation,
+                "tests": tests, "validation": validation, "regime_ratio": OUT_OF_REGIME_RATIO,
                 "figure": None if validation is None else png_data_uri(
                     validation_png(validation))}
 
@@ -339,20 +356,22 @@ class _Page:
         return {"table": table, "ends": ends}
 
     def facts(self) -> list[tuple[str, str]]:
-        source, target, result = self.inputs.source, self.inputs.target_test, self.result
-        return [
-            ("output variant", result.variant),
-            ("models in the estimate", str(result.num_models)),
-            ("source units", str(len(result.unit_names))),
-            ("source dataset", _describe(source)),
-            ("target test set", _describe(target)),
+        source, target = self.inputs.source, self.inputs.target_test
+        estimate = [] if self.inputs.influence is None else [
+            ("output variant", self.result.variant),
+            ("models in the estimate", str(self.result.num_models)),
+            ("source units", str(len(self.result.unit_names))),
         ]
+        return [*estimate, ("source dataset", _describe(source)),
+                ("target test set", _describe(target))]
 
-    def context(self) -> dict:
+    def sweep(self) -> dict | None:
+        """The sections of the sweep's estimate (None without one): its variant, the overall
+        and per-class rankings and the heat-maps."""
         inputs = self.inputs
+        if inputs.influence is None:
+            return None
         return {
-            "title": inputs.title,
-            "summary": list(inputs.summary.items()) + self.facts(),
             "variant": self.result.variant,
             "has_se": {"overall": inputs.overall_se is not None,
                        "per_class": inputs.per_class_se is not None},
@@ -360,6 +379,14 @@ class _Page:
                                     else np.asarray(inputs.overall_se)),
             "per_class": self.per_class(),
             "heatmap": self.heatmap(),
+        }
+
+    def context(self) -> dict:
+        inputs = self.inputs
+        return {
+            "title": inputs.title,
+            "summary": list(inputs.summary.items()) + self.facts(),
+            "sweep": self.sweep(),
             "counterfactual": self.counterfactual(),
             "projections": self.projections(),
             "failures": self.failures(),

@@ -2,7 +2,9 @@
 
 The report renders whatever it is given. Every analysis section is optional (``None``): the page
 then says which command produces it, so a report can be built right after ``estimate`` and
-rebuilt as counterfactuals, projections, failure debugging and diagnostics are run. Inputs are
+rebuilt as counterfactuals, projections, failure debugging and diagnostics are run. Even the
+sweep's influence estimate is optional: an experiment that only ran the multi-stage influence
+functions gets a report of those, with the sweep's sections left as notes. Inputs are
 checked when constructed, so a mismatch (e.g. an influence matrix from another target set)
 fails with a message instead of producing a wrong page.
 """
@@ -161,7 +163,8 @@ class ReportInputs:
 
     Attributes:
         title: page title.
-        influence: the ``[units, targets]`` influence result.
+        influence: the sweep's ``[units, targets]`` influence result (None: no sweep was run;
+            its sections, standard errors, projections and diagnostics must then be absent).
         source: the source dataset (sample images of each listed unit).
         target_test: the target test set the influence columns belong to.
         summary: experiment facts shown first (config name, models, store path, ...).
@@ -179,7 +182,7 @@ class ReportInputs:
     """
 
     title: str
-    influence: InfluenceResult
+    influence: InfluenceResult | None
     source: LabeledImages
     target_test: LabeledImages
     summary: Mapping[str, str] = field(default_factory=dict)
@@ -195,7 +198,36 @@ class ReportInputs:
     agreement: AgreementTable | None = None
 
     def __post_init__(self) -> None:
+        self._check_influence()
+        targets = len(self.target_test)
+        indices = [p.target_index for p in self.projections or ()]
+        indices += [f.target_index for f in self.failures or ()]
+        if self.influence_function is not None:
+            scored = self.influence_function
+            if len(scored.total) != len(self.source):
+                raise DataError(f"the influence-function scores cover {len(scored.total)}"
+                                f" pretraining examples, the source has {len(self.source)};"
+                                " pass the source they were computed on.")
+            indices += [int(t) for t in scored.test_indices]
+        bad = sorted({i for i in indices if not 0 <= i < targets})
+        if bad:
+            raise DataError(f"target example indices {bad} of the projections, failures or"
+                            f" influence functions are out of range for {targets} target test"
+                            " examples.")
+        object.__setattr__(self, "summary",
+                           {str(key): str(value) for key, value in self.summary.items()})
+
+    def _check_influence(self) -> None:
+        """The sweep's estimate belongs to the target test set, and the inputs that derive from
+        it (standard errors, projections, diagnostics) have its shape, or are absent with it."""
         result, target = self.influence, self.target_test
+        if result is None:
+            given = [name for name in ("overall_se", "per_class_se", "projections", "diagnostics")
+                     if getattr(self, name) is not None]
+            if given:
+                raise DataError(f"ReportInputs.{', '.join(given)} describe the sweep's influence"
+                                " estimate, which is None; pass the estimate or leave them out.")
+            return
         units, targets = np.shape(result.influence)
         if len(target) != targets or not np.array_equal(target.labels, result.target_labels):
             raise DataError(
@@ -215,22 +247,6 @@ class ReportInputs:
                 raise DataError(f"ReportInputs.{name} must have shape {list(shape)} (units"
                                 f"{', target classes' if len(shape) == 2 else ''}), got"
                                 f" {list(np.shape(value))}.")
-        indices = [p.target_index for p in self.projections or ()]
-        indices += [f.target_index for f in self.failures or ()]
-        if self.influence_function is not None:
-            scored = self.influence_function
-            if len(scored.total) != len(self.source):
-                raise DataError(f"the influence-function scores cover {len(scored.total)}"
-                                f" pretraining examples, the source has {len(self.source)};"
-                                " pass the source they were computed on.")
-            indices += [int(t) for t in scored.test_indices]
-        bad = sorted({i for i in indices if not 0 <= i < targets})
-        if bad:
-            raise DataError(f"target example indices {bad} of the projections, failures or"
-                            f" influence functions are out of range for {targets} target test"
-                            " examples.")
-        object.__setattr__(self, "summary",
-                           {str(key): str(value) for key, value in self.summary.items()})
 
     @property
     def config_hint(self) -> str:
