@@ -13,7 +13,9 @@ For every shape (models x units x targets) both sides solve the same problem in 
 - **LASSO**: ours is :func:`fit_lasso` (batched FISTA over all targets); the baseline runs
   ``sklearn.linear_model.lasso_path`` target by target at the same per-target alphas, with the
   Gram matrix ``X^T X`` precomputed once and shared (its fastest set-up at these shapes), then
-  the same held-out selection. Same ``tol`` (scikit-learn's relative duality gap, 1e-4).
+  the same held-out selection. Same ``tol`` (scikit-learn's relative duality gap, 1e-4). As for
+  ridge, the same solver in torch on ``--device`` (``fit_lasso(..., device=...)``) runs beside
+  the NumPy one, with the ratio of their times and the largest weight difference.
 
 Targets cost the same on average, so the per-target baselines run on the first
 ``--sklearn-targets`` targets and are **extrapolated** linearly to all targets (the table marks
@@ -160,14 +162,16 @@ def bench_ridge(shape: Shape, sample: int, device: str) -> dict[str, float | int
     }
 
 
-def bench_lasso(shape: Shape, sample: int) -> dict[str, float | int | list[int]]:
+def bench_lasso(shape: Shape, sample: int, device: str) -> dict[str, float | int | list[int]]:
     masks, outputs = make_data(*shape)
     ours_s, ours = timed(lambda: fit_lasso(masks, outputs))
+    torch_s, on_torch = timed(lambda: fit_lasso(masks, outputs, device=device))
     sample = min(sample, shape[2])
     sk_s, sk_alphas = timed(lambda: sklearn_lasso_per_target(masks, outputs, sample))
     same = np.isclose(ours.regularization[:sample], sk_alphas, rtol=1e-9)
     return {
-        "shape": list(shape), "seconds": ours_s,
+        "shape": list(shape), "seconds": ours_s, "torch_seconds": torch_s,
+        "torch_max_weight_difference": float(np.abs(on_torch.weights - ours.weights).max()),
         "sklearn_seconds_extrapolated": sk_s * shape[2] / sample, "sklearn_targets_timed": sample,
         "same_alpha_fraction": float(same.mean()), "lds": ours.lds,
     }
@@ -180,7 +184,7 @@ def main() -> None:
                         help="targets the per-target scikit-learn baselines are timed on")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads for both sides")
     parser.add_argument("--device", default="cpu",
-                        help="torch device of the torch ridge fit (cpu, cuda, cuda:N, mps)")
+                        help="torch device of the torch fits (cpu, cuda, cuda:N, mps)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -196,11 +200,10 @@ def main() -> None:
 
     with threadpool_limits(args.threads):
         rows = [("ridge", bench_ridge(shape, sample, args.device)) for shape in ridge_shapes]
-        rows += [("lasso", bench_lasso(shape, sample)) for shape in lasso_shapes]
+        rows += [("lasso", bench_lasso(shape, sample, args.device)) for shape in lasso_shapes]
 
     print(f"{'method':<7}{'models x units x targets':>26}{'ours s':>9}{'sklearn s*':>12}"
           f"{'speedup':>9}{'sk multi s':>12}{'LDS':>7}  sanity")
-    ridge_rows = [row for method, row in rows if method == "ridge"]
     for method, row in rows:
         speedup = row["sklearn_seconds_extrapolated"] / row["seconds"]
         multi = row.get("sklearn_multitarget_seconds")
@@ -211,11 +214,11 @@ def main() -> None:
               f"{'-' if multi is None else f'{multi:.1f}':>12}{row['lds']:>7.2f}  {sanity}")
     print(f"* scikit-learn per target: timed on the first {sample} targets of each shape and"
           " extrapolated linearly to all targets.")
-    print(f"\nridge, NumPy/SciPy against torch on {args.device} (same grid, same selection):")
-    print(f"{'models x units x targets':>26}{'NumPy s':>9}{'torch s':>9}{'torch/NumPy':>13}"
-          f"{'max |dW|':>10}")
-    for row in ridge_rows:
-        print(f"{' x '.join(map(str, row['shape'])):>26}{row['seconds']:>9.2f}"
+    print(f"\nNumPy/SciPy against torch on {args.device} (same grid, same selection):")
+    print(f"{'method':<7}{'models x units x targets':>26}{'NumPy s':>9}{'torch s':>9}"
+          f"{'torch/NumPy':>13}{'max |dW|':>10}")
+    for method, row in rows:
+        print(f"{method:<7}{' x '.join(map(str, row['shape'])):>26}{row['seconds']:>9.2f}"
               f"{row['torch_seconds']:>9.2f}{row['torch_seconds'] / row['seconds']:>13.2f}"
               f"{row['torch_max_weight_difference']:>10.1e}")
 
@@ -231,13 +234,16 @@ def main() -> None:
         "ridge_seconds": round(ridge["seconds"], 3),
         "ridge_sklearn_seconds_extrapolated": round(ridge["sklearn_seconds_extrapolated"], 1),
         "ridge_sklearn_multitarget_seconds": round(ridge["sklearn_multitarget_seconds"], 2),
-        "ridge_torch_device": args.device,
+        "torch_device": args.device,
         "ridge_torch_seconds": round(ridge["torch_seconds"], 3),
         "ridge_torch_over_numpy": round(ridge["torch_seconds"] / ridge["seconds"], 2),
         "ridge_torch_max_weight_difference": ridge["torch_max_weight_difference"],
         "lasso_shape": lasso["shape"],
         "lasso_seconds": round(lasso["seconds"], 3),
         "lasso_sklearn_seconds_extrapolated": round(lasso["sklearn_seconds_extrapolated"], 1),
+        "lasso_torch_seconds": round(lasso["torch_seconds"], 3),
+        "lasso_torch_over_numpy": round(lasso["torch_seconds"] / lasso["seconds"], 2),
+        "lasso_torch_max_weight_difference": lasso["torch_max_weight_difference"],
         "sklearn_extrapolated_from_targets": sample,
         "num_lambdas": DEFAULT_NUM_LAMBDAS,
         "num_alphas": DEFAULT_NUM_ALPHAS,

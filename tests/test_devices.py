@@ -22,7 +22,7 @@ from transfer_influence.devices import (
     supports_float64,
 )
 from transfer_influence.errors import ConfigError
-from transfer_influence.estimators import estimate_influence, fit_ridge
+from transfer_influence.estimators import estimate_influence, fit_lasso, fit_ridge
 from transfer_influence.sweep.plan import SweepPlan
 
 from .estimators.conftest import random_store
@@ -159,20 +159,29 @@ def test_cuda_and_cpu_give_the_same_outputs(tmp_path: Path, transfer):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_cuda_and_numpy_ridge_datamodels_agree(tmp_path: Path):
+@pytest.mark.parametrize(("method", "tolerance", "lds_tolerance"),
+                         [("ridge", 1e-9, 1e-6), ("lasso", 1e-4, 1e-2)])
+def test_cuda_and_numpy_datamodels_agree(tmp_path: Path, method, tolerance, lds_tolerance):
     """The datamodel fit on CUDA (float64) gives NumPy's weights, choices and held-out scores,
-    directly and through ``estimate_influence`` with a config-style device."""
+    directly and through ``estimate_influence`` with a config-style device. Ridge agrees to
+    rounding; LASSO to ``tolerance`` of the weights' scale, because a rounding difference may
+    stop a target's iterations one step earlier or later within the solver's duality-gap
+    tolerance (on the CPU torch and NumPy agreed to 1e-13; not run here: no GPU), and the
+    LDS, a rank correlation, may then move by a near-tie in the predictions."""
+    fit = fit_ridge if method == "ridge" else fit_lasso
     store = random_store(tmp_path / "s.zarr", models=200, units=12, targets=20,
                          unfinished_every=7)
     masks, outputs = store.read_masks(), store.read_outputs().variant("margin")
-    on_cpu, on_cuda = fit_ridge(masks, outputs, refit=True), fit_ridge(masks, outputs,
-                                                                       refit=True, device="cuda")
+    on_cpu, on_cuda = fit(masks, outputs, refit=True), fit(masks, outputs, refit=True,
+                                                           device="cuda")
     scale = np.abs(on_cpu.weights).max()
-    np.testing.assert_allclose(on_cuda.weights, on_cpu.weights, rtol=0, atol=1e-9 * scale)
-    np.testing.assert_allclose(on_cuda.regularization, on_cpu.regularization, rtol=1e-9)
-    np.testing.assert_allclose(on_cuda.lds_per_target, on_cpu.lds_per_target, atol=1e-6)
-    cpu_estimate = estimate_influence(store, "margin", method="ridge", device="cpu")
-    cuda_estimate = estimate_influence(store, "margin", method="ridge", device="cuda")
+    np.testing.assert_allclose(on_cuda.weights, on_cpu.weights, rtol=0, atol=tolerance * scale)
+    same_choice = np.isclose(on_cuda.regularization, on_cpu.regularization, rtol=1e-9)
+    assert same_choice.mean() >= (1.0 if method == "ridge" else 0.9)  # LASSO: near-ties
+    np.testing.assert_allclose(on_cuda.lds_per_target[same_choice],
+                               on_cpu.lds_per_target[same_choice], atol=lds_tolerance)
+    cpu_estimate = estimate_influence(store, "margin", method=method, device="cpu")
+    cuda_estimate = estimate_influence(store, "margin", method=method, device="cuda")
     np.testing.assert_allclose(cuda_estimate.influence, cpu_estimate.influence, rtol=0,
-                               atol=1e-9 * np.abs(cpu_estimate.influence).max())
-    assert cuda_estimate.heldout_lds == pytest.approx(cpu_estimate.heldout_lds, abs=1e-6)
+                               atol=tolerance * np.abs(cpu_estimate.influence).max())
+    assert cuda_estimate.heldout_lds == pytest.approx(cpu_estimate.heldout_lds, abs=lds_tolerance)

@@ -133,8 +133,11 @@ class TransferConfig(_Strict):
         if self.proximal and self.mode != "finetune":
             raise ValueError("transfer.proximal ties a fine-tuned backbone to the pretrained one;"
                              " it needs transfer.mode = 'finetune' (remove it for fixed_feature)")
-        if self.recipe is not None and self.recipe.objective != "cross_entropy":
-            raise ValueError("transfer.recipe.objective must be 'cross_entropy': fine-tuning"
+        # The config layer does not build objectives (a user's is imported where models train,
+        # where finetune_group refuses any that declares uses_labels = False); the built-in
+        # self-supervised one is refused here, before any work.
+        if self.recipe is not None and self.recipe.objective == "simclr":
+            raise ValueError("transfer.recipe.objective must learn from the labels: fine-tuning"
                              " learns the target labels (use simclr in [pretrain] instead)")
         return self
 

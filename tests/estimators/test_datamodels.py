@@ -104,6 +104,10 @@ def test_default_ridge_grid_is_relative_to_the_design():
 
 
 # --------------------------------------------------------------------------- LASSO
+# One solver, two backends: None is NumPy, "cpu" the same solver in torch (as on a GPU).
+LASSO_DEVICES = pytest.mark.parametrize("device", [None, "cpu"], ids=["numpy", "torch"])
+
+
 def _lasso_objective(x, y, w, alpha):
     return ((y - x @ w) ** 2).sum() / (2 * len(y)) + alpha * np.abs(w).sum()
 
@@ -113,16 +117,19 @@ def _centred(masks, outputs):
     return x - x.mean(axis=0), outputs - outputs.mean(axis=0)
 
 
+@LASSO_DEVICES
 @pytest.mark.parametrize("shape", [(200, 15, 4), (30, 80, 3)], ids=["gram", "units>2models"])
-def test_lasso_path_matches_sklearn_lasso_path(shape):
+def test_lasso_path_matches_sklearn_lasso_path(shape, device):
     # tol=1e-12 on the relative duality gap for both solvers. A gap g bounds the distance to the
     # optimum by sqrt(2 g / mu) (mu: curvature on the support, ~0.1 here), i.e. ~1e-5 for
     # g = 1e-12 x ||y||^2 / n with ||y||^2 / n ~ 10; observed differences are smaller still.
     x, y = _centred(*_iid_problem(*shape))
-    alpha_max = np.abs(x.T @ y).max(axis=0) / shape[0]
+    # NumPy's and torch's BLAS may round X^T y differently in the last bit, so the top alpha
+    # sits a relative 1e-12 above alpha_max to be at or above the solver's own alpha_max.
+    alpha_max = np.abs(x.T @ y).max(axis=0) / shape[0] * (1 + 1e-12)
     table = alpha_max[None, :] * np.geomspace(1, 1e-2, 12)[:, None]
-    ours = batched_lasso_path(x, y, table, tol=1e-12, max_iter=100_000)
-    assert ours.shape == (12, shape[1], shape[2])
+    ours = batched_lasso_path(x, y, table, tol=1e-12, max_iter=100_000, device=device)
+    assert ours.shape == (12, shape[1], shape[2]) and ours.dtype == np.float64
     for t in range(shape[2]):
         _, coefs, _ = lasso_path(x, y[:, t], alphas=table[:, t], tol=1e-12, max_iter=100_000)
         np.testing.assert_allclose(ours[:, :, t], coefs.T, rtol=0, atol=1e-5)
@@ -130,14 +137,15 @@ def test_lasso_path_matches_sklearn_lasso_path(shape):
     assert np.count_nonzero(ours[-1]) > 0
 
 
-def test_lasso_path_with_exact_count_masks_matches_sklearn_objective_and_predictions():
+@LASSO_DEVICES
+def test_lasso_path_with_exact_count_masks_matches_sklearn_objective_and_predictions(device):
     # Every sweep mask keeps the same number of units, so the centred design has the all-ones
     # vector in its null space: weights are only identified up to a common shift at small
     # alphas. Objective values and predictions are identified; compare those.
     masks, outputs, _ = _planted(200, 12, 3, sparse=False, noise=1.0)
     x, y = _centred(masks, outputs)
     alphas = np.geomspace(1.0, 1e-3, 10)
-    ours = batched_lasso_path(x, y, alphas, tol=1e-12, max_iter=100_000)
+    ours = batched_lasso_path(x, y, alphas, tol=1e-12, max_iter=100_000, device=device)
     for t in range(3):
         _, coefs, _ = lasso_path(x, y[:, t], alphas=alphas, tol=1e-12, max_iter=100_000)
         for k, alpha in enumerate(alphas):
@@ -146,10 +154,11 @@ def test_lasso_path_with_exact_count_masks_matches_sklearn_objective_and_predict
             np.testing.assert_allclose(x @ ours[k, :, t], x @ coefs[:, k], atol=1e-4)
 
 
-def test_fit_lasso_matches_sklearn_lasso_at_the_heldout_best_alpha():
+@LASSO_DEVICES
+def test_fit_lasso_matches_sklearn_lasso_at_the_heldout_best_alpha(device):
     masks, outputs = _iid_problem(200, 15, 5, noise=2.0)
     result = fit_lasso(masks, outputs, alphas=20, holdout_fraction=0.3, seed=2, tol=1e-12,
-                       max_iter=100_000)
+                       max_iter=100_000, device=device)
     fit_rows, selection_rows, _ = split_models(200, holdout_fraction=0.3, seed=2)
     x, y = _centred(masks[fit_rows], outputs[fit_rows])
     for t in range(5):
@@ -168,9 +177,11 @@ def test_fit_lasso_matches_sklearn_lasso_at_the_heldout_best_alpha():
             errors.min() * (1 + 1e-6))
 
 
-def test_lasso_refit_uses_all_models():
+@LASSO_DEVICES
+def test_lasso_refit_uses_all_models(device):
     masks, outputs = _iid_problem(150, 10, 3, noise=2.0)
-    result = fit_lasso(masks, outputs, alphas=15, refit=True, tol=1e-12, max_iter=100_000)
+    result = fit_lasso(masks, outputs, alphas=15, refit=True, tol=1e-12, max_iter=100_000,
+                       device=device)
     for t in range(3):
         reference = Lasso(alpha=result.regularization[t], tol=1e-12, max_iter=100_000).fit(
             masks.astype(np.float64), outputs[:, t])
@@ -265,10 +276,11 @@ def test_example_level_shape_units_exceed_models(method):
         (np.ones((20, 4), bool), np.zeros((20, 2), dtype=complex), "real numbers"),
     ],
 )
+@pytest.mark.parametrize("device", [None, "cpu"])
 @pytest.mark.parametrize("fit", [fit_ridge, fit_lasso])
-def test_bad_inputs_raise_data_error(fit, masks, outputs, match):
+def test_bad_inputs_raise_data_error(fit, masks, outputs, match, device):
     with pytest.raises(DataError, match=match):
-        fit(masks, outputs)
+        fit(masks, outputs, device=device)
 
 
 def test_bad_options_raise_data_error():

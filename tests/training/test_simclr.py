@@ -186,9 +186,12 @@ def test_sweep_path_pretrains_with_simclr_then_transfers():
 
 
 def test_config_and_recipe_refuse_meaningless_settings(planted):
-    with pytest.raises(ConfigError, match="transfer.recipe.objective must be 'cross_entropy'"):
+    with pytest.raises(ConfigError, match="transfer.recipe.objective must learn from the labels"):
         parse_config({**BASE, "transfer": {"mode": "finetune", "recipe": {
             "epochs": 1, "lr": 0.1, "objective": "simclr"}}})
+    own = parse_config({**BASE, "transfer": {"mode": "finetune", "recipe": {  # checked at training
+        "epochs": 1, "lr": 0.1, "objective": "my_package.losses:focal"}}})
+    assert own.transfer.recipe.objective == "my_package.losses:focal"
     with pytest.raises(ConfigError, match="temperature only applies"):
         parse_config({**BASE, "pretrain": {"epochs": 1, "lr": 0.1, "temperature": 0.1}})
     recipe = parse_config(BASE).pretrain  # a saved recipe reads back as itself

@@ -11,10 +11,12 @@ from transfer_influence.outputs import TargetOutputs
 from transfer_influence.training import (
     Normalization,
     TrainRecipe,
+    cross_entropy_objective,
     extract_features,
     finetune_group,
     fit_linear_heads,
     predict_logits,
+    register_objective,
     transfer,
     transfer_fixed_feature,
 )
@@ -73,6 +75,47 @@ def test_finetune_group(models):
     assert all(torch.equal(a, b) for a, b in zip(before, models[0].parameters()))
     alone = finetune_group(models[1:], train, test, recipe, seeds=[6], strategy="loop")
     np.testing.assert_allclose(outputs.correct_logit[1:], alone.correct_logit, atol=1e-5)
+
+
+def _doubled_cross_entropy(features, head, x, y):
+    """A user's labelled objective: twice the cross-entropy (under SGD with momentum and no
+    weight decay, exactly cross-entropy at twice the learning rate)."""
+    return 2 * cross_entropy_objective()(features, head, x, y)
+
+
+class _LabelFree:
+    """A user's self-supervised objective: declares that it ignores the labels."""
+
+    uses_labels = False
+
+    def __call__(self, features, head, x, y):
+        return features(x).square().mean()
+
+
+def test_finetuning_takes_any_labelled_objective_and_refuses_label_free_ones(models,
+                                                                             clean_registry):
+    """Fine-tuning asks the objective whether it learns from the labels (``uses_labels``), not
+    whether it is called cross_entropy: a user's labelled objective trains, by name or given
+    directly, and a label-free one is refused by name and given directly alike."""
+    register_objective("doubled_ce", lambda recipe: _doubled_cross_entropy)
+    register_objective("label_free", lambda recipe: _LabelFree())
+    train, test = target_split(60, 3), target_split(24, 4)
+    recipe = TrainRecipe(epochs=2, batch_size=16, lr=0.05, weight_decay=0.0, normalization=NORM)
+    plain = finetune_group(models[:1], train, test, recipe, seeds=[5], strategy="loop")
+    halved = recipe.model_copy(update={"lr": 0.025})
+    by_name = finetune_group(models[:1], train, test,
+                             halved.model_copy(update={"objective": "doubled_ce"}), seeds=[5],
+                             strategy="loop")
+    given = finetune_group(models[:1], train, test, halved, seeds=[5], strategy="loop",
+                           objective=_doubled_cross_entropy)
+    np.testing.assert_allclose(by_name.correct_logit, plain.correct_logit, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(by_name.correct_logit, given.correct_logit)
+    with pytest.raises(TrainingError, match="objective 'label_free' declares uses_labels = False"):
+        finetune_group(models[:1], train, test, recipe.model_copy(update={"objective":
+                                                                          "label_free"}),
+                       seeds=[5])
+    with pytest.raises(TrainingError, match="the given objective declares uses_labels = False"):
+        finetune_group(models[:1], train, test, recipe, seeds=[5], objective=_LabelFree())
 
 
 def _tuned_backbone_drift(models, monkeypatch, **options) -> float:

@@ -23,6 +23,10 @@ with matrix products instead of one regression per target:
   units x 1,024 targets, about 3x at 2,000 x 1,000, 12-18x at 100 units (one BLAS thread
   each; ``benchmarks/datamodel_fitting.py``).
 
+Both fits run with NumPy/SciPy on the CPU by default, or with torch on a given ``device`` (a
+GPU, or ``mps`` in float32): ridge's SVD and products, and the LASSO's one solver, written once
+over NumPy arrays or torch tensors.
+
 Identifiability. When every model keeps the same number ``k`` of units (the default sweep),
 adding a constant ``c`` to every weight of a target and ``-c k`` to its bias predicts exactly the
 same outputs, so only differences between weights are determined by the data. Ridge returns the
@@ -57,7 +61,7 @@ import scipy.sparse.linalg
 import scipy.stats
 import torch
 
-from ..devices import precise_dtype
+from ..devices import precise_dtype, resolve_device
 from ..errors import DataError, StoreError
 from ..outputs import OutputVariant
 from ..sweep.store import SweepStore
@@ -239,6 +243,26 @@ def _centred(masks: np.ndarray, outputs: np.ndarray, rows: np.ndarray | None = N
     return x, y, x_mean, y_mean
 
 
+def _on(array: npt.ArrayLike, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``array`` as a ``dtype`` tensor on ``device`` (sharing memory where nothing changes)."""
+    return torch.as_tensor(array, dtype=dtype, device=device)
+
+
+def _fit_device(device: str | torch.device | None) -> torch.device | None:
+    """The torch device a datamodel fit runs on, or None for NumPy on the CPU; an unknown or
+    unavailable device is a :class:`~transfer_influence.errors.ConfigError` (see
+    :func:`~transfer_influence.devices.resolve_device`), not an error from deep inside torch."""
+    return None if device is None else resolve_device(str(device))
+
+
+def _as_numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
+    """A float64 NumPy array of a solver array (float64 NumPy arrays and CPU tensors without a
+    copy)."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    return np.asarray(array, dtype=np.float64)
+
+
 # --------------------------------------------------------------------------- LDS
 def linear_datamodeling_score(predicted: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """Spearman rank correlation float64 ``[targets]`` between ``predicted`` and ``actual``
@@ -328,18 +352,11 @@ class _RidgeSVD:
         """``array`` as this solver's float array (NumPy, or a tensor on its device)."""
         if self._device is None:
             return np.asarray(array, dtype=np.float64)
-        return torch.as_tensor(array, dtype=self._dtype, device=self._device)
-
-    @staticmethod
-    def _numpy(array: Any) -> np.ndarray:
-        """A float64 NumPy copy of a solver array (NumPy arrays are returned as they are)."""
-        if isinstance(array, np.ndarray):
-            return array
-        return array.cpu().numpy().astype(np.float64)
+        return _on(array, self._device, self._dtype)
 
     def singular_values(self) -> np.ndarray:
         """The ``r`` singular values, float64 NumPy."""
-        return self._numpy(self.s)
+        return _as_numpy(self.s)
 
     def shrinkage(self, lambdas: np.ndarray) -> Any:
         """``s / (s^2 + lambda)`` as ``[r, len(lambdas)]`` (one column per target or grid value)."""
@@ -357,13 +374,13 @@ class _RidgeSVD:
         for k, shrink in enumerate(self.shrinkage(grid).T):
             residual = projected @ (shrink[:, None] * self.a)
             residual += residual_offset
-            errors[k] = self._numpy(self._einsum("mt,mt->t", residual, residual))
+            errors[k] = _as_numpy(self._einsum("mt,mt->t", residual, residual))
         return errors
 
     def weights(self, lambdas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(weights [units, targets], bias [targets])`` with ``lambdas`` ``[targets]``."""
         weights = self.vt.T @ (self.shrinkage(lambdas) * self.a)
-        return self._numpy(weights), self._numpy(self.y_mean - self.x_mean @ weights)
+        return _as_numpy(weights), _as_numpy(self.y_mean - self.x_mean @ weights)
 
 
 def _ridge_grid(lambdas: int | np.ndarray, singular_values: np.ndarray) -> np.ndarray:
@@ -427,7 +444,7 @@ def fit_ridge(
     split = split_models(
         masks.shape[0], holdout_fraction=holdout_fraction, heldout=heldout, seed=seed
     )
-    device = None if device is None else torch.device(device)
+    device = _fit_device(device)
     solver = _RidgeSVD(masks, outputs, split.fit, device)
     grid = _ridge_grid(lambdas, solver.singular_values())
     errors = solver.selection_errors(masks[split.selection], outputs[split.selection], grid)
@@ -447,66 +464,145 @@ def fit_ridge(
 
 
 # --------------------------------------------------------------------------- LASSO
+Array = Any  # a float NumPy array or a torch tensor: the LASSO solver's arrays (see _ArrayOps)
+
+
+class _ArrayOps(NamedTuple):
+    """The array operations of the LASSO solver, on NumPy arrays or on torch tensors: one
+    solver, written once, runs on either. ``xp`` is the ``numpy`` or ``torch`` module, for the
+    functions both spell alike (``where``, ``sqrt``, ``clip``, ``amax``, ``zeros_like``,
+    ``ones_like``); the others differ between the two libraries.
+
+    NumPy is the CPU default because it measured faster there: torch's CPU kernels took
+    1.1-2.0x NumPy's time on the same path (``benchmarks/datamodel_fitting.py --quick``, one
+    thread, busy machine), mostly in the many small element-wise steps and, at 1,000 units, a
+    slower matrix product.
+    """
+
+    xp: Any
+    column_dot: Callable[[Array, Array], Array]  # sum over axis 0 of a * b, per column
+    indices: Callable[[Array], Array]  # positions of the True entries of a bool vector
+    take: Callable[[Array, Array], Array]  # entries at indices along the last axis
+    nonzero_rows: Callable[[Array], Array]  # rows with a non-zero entry in some column
+    arange: Callable[[int, Array], Array]  # 0 .. n - 1 as indices beside an array
+    like: Callable[[npt.ArrayLike, Array], Array]  # a NumPy array as an array beside another
+    copy: Callable[[Array], Array]
+
+
+_NUMPY = _ArrayOps(
+    xp=np,
+    column_dot=partial(np.einsum, "ut,ut->t"),
+    indices=np.flatnonzero,
+    take=partial(np.take, axis=-1),
+    nonzero_rows=lambda w: np.flatnonzero(np.any(w != 0, axis=1)),
+    arange=lambda n, like: np.arange(n),
+    like=lambda array, like: np.asarray(array, dtype=np.float64),
+    copy=np.copy,
+)
+_TORCH = _ArrayOps(
+    xp=torch,
+    column_dot=partial(torch.linalg.vecdot, dim=0),
+    indices=lambda mask: torch.nonzero(mask).squeeze(1),
+    take=lambda array, indices: array.index_select(-1, indices),
+    nonzero_rows=lambda w: torch.nonzero(w.abs().amax(dim=1)).squeeze(1),  # 4x ne().any()
+    arange=lambda n, like: torch.arange(n, device=like.device),
+    like=lambda array, like: _on(array, like.device, like.dtype),
+    copy=torch.clone,
+)
+
+
 class _Gram:
-    """Products with ``G = X^T X / n`` of a centred design ``X`` ``[n, units]``.
+    """Products with ``G = X^T X / n`` of a centred design ``X`` ``[n, units]`` (a NumPy array,
+    or a tensor: the products stay on its device and dtype).
 
     Holds ``G`` itself (``8 x units^2`` bytes) when ``units <= 2 n``, where one product with
     ``[units, targets]`` weights costs ``units^2 x targets``; otherwise (example-level sweeps,
     units >> models) multiplies through ``X``: ``X^T (X W) / n``, ``2 n x units x targets``.
     Products skip the units whose weights are zero for every target, which makes the sparse
-    start of a LASSO path cheap. ``lipschitz`` is the largest eigenvalue of ``G``.
+    start of a LASSO path cheap. ``lipschitz`` is the largest eigenvalue of ``G``, computed by
+    SciPy in float64 on the CPU (one eigenvalue of ``G``, or a few Lanczos products with ``X``).
     """
 
-    def __init__(self, x: np.ndarray) -> None:
+    def __init__(self, x: Array, ops: _ArrayOps) -> None:
         n, units = x.shape
-        self._n = n
+        self._n, self._ops = n, ops
         if units <= 2 * n:
-            self._gram: np.ndarray | None = (x.T @ x) / n
+            self._gram: Array | None = (x.T @ x) / n
             self._x = None
-            top = scipy.linalg.eigh(self._gram, eigvals_only=True,
+            top = scipy.linalg.eigh(_as_numpy(self._gram), eigvals_only=True,
                                     subset_by_index=[units - 1, units - 1])[0]
         else:  # Lanczos: a few products with x instead of forming an [n, n] or [units, units] Gram
             self._gram, self._x = None, x
-            top = (scipy.sparse.linalg.svds(x, k=1, tol=1e-10, return_singular_vectors=False,
-                                            random_state=0)[0] if n > 1 else np.linalg.norm(x)
-                   ) ** 2 / n
+            x_cpu = _as_numpy(x)
+            top = (scipy.sparse.linalg.svds(x_cpu, k=1, tol=1e-10, return_singular_vectors=False,
+                                            random_state=0)[0] if n > 1
+                   else np.linalg.norm(x_cpu)) ** 2 / n
         self.lipschitz = float(top) * (1 + 1e-9)  # a hair larger than the eigenvalue is safe
 
-    def matmul(self, weights: np.ndarray) -> np.ndarray:
+    def matmul(self, weights: Array) -> Array:
         """``G @ weights`` ``[units, targets]``."""
-        rows = np.flatnonzero(np.any(weights != 0, axis=1))
+        rows = self._ops.nonzero_rows(weights)
         if self._gram is not None:
-            if rows.size * 2 > weights.shape[0]:
+            if len(rows) * 2 > weights.shape[0]:
                 return self._gram @ weights
             return self._gram[:, rows] @ weights[rows]
         assert self._x is not None  # set exactly when the Gram matrix is not
         return self._x.T @ (self._x[:, rows] @ weights[rows]) / self._n
 
 
-def _soft_threshold(values: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+class _LassoProblem(NamedTuple):
+    """The sufficient statistics of a LASSO on a centred design ``X`` ``[n, units]`` and
+    outputs ``Y`` ``[n, targets]``, all NumPy or all tensors on one device: products with
+    ``G = X^T X / n``, ``xty = X^T Y / n`` ``[units, targets]`` and ``yy = ||Y||^2 / n`` per
+    target, and the array operations ``ops`` that go with them."""
+
+    gram: _Gram
+    xty: Array
+    yy: Array
+    ops: _ArrayOps
+
+    @classmethod
+    def of(cls, x: Array, y: Array, device: torch.device | None) -> _LassoProblem:
+        """The statistics of float64 ``x`` and ``y``: with NumPy for ``device`` None, else with
+        torch on ``device`` in :func:`~transfer_influence.devices.precise_dtype` (float64,
+        float32 on ``mps``; on the CPU the tensors share the arrays' memory)."""
+        ops = _NUMPY if device is None else _TORCH
+        if device is not None:
+            x, y = _on(x, device, precise_dtype(device)), _on(y, device, precise_dtype(device))
+        return cls(_Gram(x, ops), x.T @ y / x.shape[0], ops.column_dot(y, y) / x.shape[0], ops)
+
+    def path(self, alphas: np.ndarray, block: slice, tol: float, max_iter: int
+             ) -> Iterator[Array]:
+        """:func:`_lasso_path_steps` of the targets in ``block`` at their columns of the alpha
+        table ``alphas`` ``[n_alphas, targets]``."""
+        return _lasso_path_steps(self, block, self.ops.like(alphas[:, block], self.xty), tol,
+                                 max_iter)
+
+
+def _soft_threshold(ops: _ArrayOps, values: Array, threshold: Array) -> Array:
     """``sign(v) * max(|v| - threshold, 0)`` with ``threshold`` per column, in two passes."""
-    return values - np.clip(values, -threshold, threshold)
+    return values - ops.xp.clip(values, -threshold, threshold)
 
 
-def _duality_gap(weights: np.ndarray, gram_weights: np.ndarray, xty: np.ndarray,
-                 yy: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def _duality_gap(ops: _ArrayOps, weights: Array, gram_weights: Array, xty: Array, yy: Array,
+                 alpha: Array) -> Array:
     """Duality gap ``[targets]`` of the LASSO, as scikit-learn's coordinate descent computes it
     (divided by ``n``): ``xty = X^T y / n``, ``yy = ||y||^2 / n``, ``gram_weights = G w``."""
-    wxty = np.einsum("ut,ut->t", weights, xty)
-    residual_sq = yy - 2 * wxty + np.einsum("ut,ut->t", weights, gram_weights)  # ||R||^2 / n
+    wxty = ops.column_dot(weights, xty)
+    residual_sq = yy - 2 * wxty + ops.column_dot(weights, gram_weights)  # ||R||^2 / n
     residual_y = yy - wxty  # R^T y / n
-    dual_norm = np.abs(xty - gram_weights).max(axis=0)  # ||X^T R||_inf / n
+    dual_norm = ops.xp.amax(abs(xty - gram_weights), 0)  # ||X^T R||_inf / n
     with np.errstate(invalid="ignore", divide="ignore"):
-        scale = np.where(dual_norm > alpha, alpha / dual_norm, 1.0)
-    return (0.5 * residual_sq * (1 + scale**2) + alpha * np.abs(weights).sum(axis=0)
+        scale = ops.xp.where(dual_norm > alpha, alpha / dual_norm, 1.0)
+    return (0.5 * residual_sq * (1 + scale**2) + alpha * abs(weights).sum(0)
             - scale * residual_y)
 
 
-def _lasso_path_steps(
-    gram: _Gram, xty: np.ndarray, yy: np.ndarray, alphas: np.ndarray, tol: float, max_iter: int
-) -> Iterator[np.ndarray]:
-    """Yield the LASSO weights ``[units, targets]`` at each row of ``alphas``
-    ``[n_alphas, targets]`` (decreasing), warm-starting each from the previous one.
+def _lasso_path_steps(problem: _LassoProblem, block: slice, alphas: Array, tol: float,
+                      max_iter: int) -> Iterator[Array]:
+    """Yield the LASSO weights ``[units, targets]`` of the ``block`` targets of ``problem`` at
+    each row of ``alphas`` ``[n_alphas, targets]`` (decreasing), warm-starting each from the
+    previous one.
 
     FISTA (step ``1 / lipschitz``) with gradient-based adaptive restart (O'Donoghue & Candes,
     2015), per target. The products ``G w`` of the iterates are kept, so the momentum point's
@@ -518,50 +614,54 @@ def _lasso_path_steps(
     is piecewise linear), which cut the iterations by 1.5-1.8x against a plain warm start in
     our measurements (2,000 models x 400 or 1,000 units).
     """
-    units, targets = xty.shape
+    ops, gram, xty, yy = problem.ops, problem.gram, problem.xty[:, block], problem.yy[block]
+    xp = ops.xp
     step = 1.0 / gram.lipschitz
-    weights = np.zeros((units, targets))
-    gram_weights = np.zeros((units, targets))
-    before: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # w, G w at the alpha before
+    weights = xp.zeros_like(xty)
+    gram_weights = xp.zeros_like(xty)
+    before: tuple[Array, Array, Array] | None = None  # w, G w and alpha at the alpha before
     last_alpha = alphas[0]
     unconverged = 0
     for alpha in alphas:
         # Work arrays hold the still-active targets only; results go back by column.
-        active = np.arange(targets)
-        w, gw, c, ycol, a = weights.copy(), gram_weights.copy(), xty, yy, alpha
+        active = ops.arange(xty.shape[1], xty)
+        w, gw, c, ycol, a = ops.copy(weights), ops.copy(gram_weights), xty, yy, alpha
         z, gz = w, gw
         if before is not None:
             w_before, gw_before, alpha_before = before
             with np.errstate(invalid="ignore", divide="ignore"):
-                gamma = np.where(alpha_before > last_alpha,
+                gamma = xp.where(alpha_before > last_alpha,
                                  (last_alpha - alpha) / (alpha_before - last_alpha), 0.0)
             z, gz = w + gamma * (w - w_before), gw + gamma * (gw - gw_before)
         before, last_alpha = (w, gw, last_alpha), alpha
-        momentum = np.ones(targets)
+        momentum = xp.ones_like(yy)
         for _ in range(max_iter):
-            w_new = _soft_threshold(z - step * (gz - c), step * a)
+            w_new = _soft_threshold(ops, z - step * (gz - c), step * a)
             gw_new = gram.matmul(w_new)
-            done = _duality_gap(w_new, gw_new, c, ycol, a) <= tol * ycol
+            done = _duality_gap(ops, w_new, gw_new, c, ycol, a) <= tol * ycol
             if done.any():
-                weights[:, active[done]] = w_new[:, done]
-                gram_weights[:, active[done]] = gw_new[:, done]
-                keep = ~done
-                if not keep.any():
+                # Indices, not bool masks: one nonzero() instead of one per array (torch).
+                finished, kept = ops.indices(done), ops.indices(~done)
+                columns = active[finished]
+                weights[:, columns] = ops.take(w_new, finished)
+                gram_weights[:, columns] = ops.take(gw_new, finished)
+                if len(kept) == 0:
                     break
-                active, w, gw, w_new, gw_new = (active[keep], w[:, keep], gw[:, keep],
-                                                w_new[:, keep], gw_new[:, keep])
-                z, gz, c, ycol, a = z[:, keep], gz[:, keep], c[:, keep], ycol[keep], a[keep]
-                momentum = momentum[keep]
-            next_momentum = 0.5 * (1 + np.sqrt(1 + 4 * momentum**2))
+                # Every work array has the targets on its last axis.
+                active, w, gw, w_new, gw_new, z, gz, c, ycol, a, momentum = (
+                    ops.take(array, kept)
+                    for array in (active, w, gw, w_new, gw_new, z, gz, c, ycol, a, momentum))
+            next_momentum = 0.5 * (1 + xp.sqrt(1 + 4 * momentum**2))
             beta = (momentum - 1) / next_momentum
-            restart = np.einsum("ut,ut->t", z - w_new, w_new - w) > 0
-            beta[restart], next_momentum[restart] = 0.0, 1.0
+            restart = ops.column_dot(z - w_new, w_new - w) > 0
+            beta = xp.where(restart, 0.0, beta)
+            next_momentum = xp.where(restart, 1.0, next_momentum)
             z, gz = w_new + beta * (w_new - w), gw_new + beta * (gw_new - gw)
             w, gw, momentum = w_new, gw_new, next_momentum
         else:
             weights[:, active], gram_weights[:, active] = w, gw
-            unconverged += active.size
-        yield weights.copy()
+            unconverged += len(active)
+        yield ops.copy(weights)
     if unconverged:
         warnings.warn(
             f"LASSO did not reach tol={tol} within max_iter={max_iter} iterations for"
@@ -593,7 +693,8 @@ def _alpha_table(alphas: npt.ArrayLike, targets: int) -> np.ndarray:
 
 
 def batched_lasso_path(
-    x: np.ndarray, y: np.ndarray, alphas: np.ndarray, *, tol: float = 1e-4, max_iter: int = 1000
+    x: np.ndarray, y: np.ndarray, alphas: np.ndarray, *, tol: float = 1e-4, max_iter: int = 1000,
+    device: str | torch.device | None = None,
 ) -> np.ndarray:
     """LASSO weights ``[n_alphas, units, targets]`` of every target along a path of alphas.
 
@@ -601,8 +702,9 @@ def batched_lasso_path(
     alphas=...)`` for each target ``t``: minimise ``(1 / (2 n)) ||y_t - x w||^2 + alpha ||w||_1``
     with *no intercept* (centre ``x`` and ``y`` first for one). ``x`` float ``[n, units]``,
     ``y`` float ``[n, targets]``, ``alphas`` ``[n_alphas]`` or ``[n_alphas, targets]``, solved in
-    decreasing order. Memory: the result plus about ten ``[units, targets]`` arrays (and
-    ``[units, units]`` when ``units <= 2 n``).
+    decreasing order. Solved with NumPy, or with torch on ``device`` (see :func:`fit_lasso`);
+    the result is a float64 NumPy array. Memory: the result plus about ten ``[units, targets]``
+    arrays (and ``[units, units]`` when ``units <= 2 n``).
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -610,10 +712,8 @@ def batched_lasso_path(
         raise DataError(f"x must be [n, units] and y [n, targets]; got {x.shape} and {y.shape}.")
     _check_lasso_options(tol, max_iter)
     table = _alpha_table(alphas, y.shape[1])
-    n = x.shape[0]
-    steps = _lasso_path_steps(_Gram(x), x.T @ y / n, np.einsum("nt,nt->t", y, y) / n, table,
-                              tol, max_iter)
-    return np.stack(list(steps))
+    problem = _LassoProblem.of(x, y, _fit_device(device))
+    return np.stack([_as_numpy(w) for w in problem.path(table, slice(None), tol, max_iter)])
 
 
 def fit_lasso(
@@ -654,14 +754,16 @@ def fit_lasso(
     inputs at 7,540 models x 1,000 units x 10,000 targets, which took about 6 minutes on 2
     busy cores.
 
-    The LASSO is always fitted on the CPU with NumPy/SciPy: ``device`` is accepted so that one
-    device can be given for either method, and a GPU device warns (``RuntimeWarning``) that it is
-    not used (ridge, :func:`fit_ridge`, runs on it).
+    ``device`` None (the default) fits with NumPy on the CPU. A torch device (``"cpu"``,
+    ``"cuda"``, ``"cuda:N"``, ``"mps"``) runs the same solver, written once for both (see
+    :class:`_ArrayOps`), with torch there, as :func:`fit_ridge` does: the same alphas, warm
+    starts, stopping rule and choice, the masks and outputs copied to the device (the memory
+    above, there), in float64 (float32 on ``mps``, which has no float64). In float64 the
+    weights agree with the NumPy fit to rounding (1e-13 measured on the CPU); see
+    :func:`~transfer_influence.devices.precise_dtype` for float32. On the CPU torch took
+    1.1-2.0x NumPy's time (``benchmarks/datamodel_fitting.py``), so NumPy stays the CPU default;
+    no GPU was available to time or test the GPU path.
     """
-    if device is not None and torch.device(device).type != "cpu":
-        warnings.warn(f"LASSO datamodels are fitted on the CPU with NumPy whatever the device;"
-                      f" device {str(device)!r} is not used (ridge datamodels run on it).",
-                      RuntimeWarning, stacklevel=2)
     masks, outputs = _check_data(masks, outputs)
     _check_lasso_options(tol, max_iter)
     if target_block < 1:
@@ -671,64 +773,65 @@ def fit_lasso(
     split = split_models(
         masks.shape[0], holdout_fraction=holdout_fraction, heldout=heldout, seed=seed
     )
+    device = _fit_device(device)
     x, y, x_mean, y_mean = _centred(masks, outputs, split.fit)
-    n, targets = y.shape
-    gram = _Gram(x)
-    xty = x.T @ y / n
-    yy = np.einsum("nt,nt->t", y, y) / n
-    del y
+    targets = y.shape[1]
+    problem = _LassoProblem.of(x, y, device)
+    ops = problem.ops
+    del x, y
     if np.ndim(alphas) == 0:
         if int(alphas) < 1:
             raise DataError(f"the number of LASSO alphas must be >= 1, got {alphas}.")
-        table = np.abs(xty).max(axis=0)[None, :] * np.geomspace(1.0, eps, int(alphas))[:, None]
+        alpha_max = _as_numpy(ops.xp.amax(abs(problem.xty), 0))
+        table = alpha_max[None, :] * np.geomspace(1.0, eps, int(alphas))[:, None]
     else:
         table = _alpha_table(alphas, targets)
-    selection_x = masks[split.selection] - x_mean
-    selection_y = outputs[split.selection]
+    selection_x = ops.like(masks[split.selection] - x_mean, problem.xty)
+    offset = ops.like(y_mean - outputs[split.selection], problem.xty)
     weights = np.empty((masks.shape[1], targets))
     chosen = np.empty(targets, dtype=np.int64)
     for start in range(0, targets, target_block):
         block = slice(start, min(start + target_block, targets))
-        best = np.full(block.stop - start, np.inf)
-        offset = y_mean[block] - selection_y[:, block]
-        for k, w in enumerate(_lasso_path_steps(gram, xty[:, block], yy[block], table[:, block],
-                                                tol, max_iter)):
+        for k, w in enumerate(problem.path(table, block, tol, max_iter)):
             residual = selection_x @ w
-            residual += offset
-            error = np.einsum("mt,mt->t", residual, residual)
+            residual += offset[:, block]
+            error = ops.column_dot(residual, residual)
+            if k == 0:
+                best, best_k, best_w = error, ops.xp.zeros_like(error), w
+                continue
             better = error < best  # strict: ties keep the earlier, larger alpha
-            best[better] = error[better]
-            chosen[block][better] = k
-            weights[:, block][:, better] = w[:, better]
+            best = ops.xp.where(better, error, best)
+            best_k = ops.xp.where(better, k, best_k)  # float: exact for these integers
+            best_w = ops.xp.where(better, w, best_w)
+        chosen[block], weights[:, block] = _as_numpy(best_k), _as_numpy(best_w)
     regularization = table[chosen, np.arange(targets)]
     bias = y_mean - x_mean @ weights
     predicted = masks[split.scoring] @ weights + bias
     if refit:
-        weights, bias = _lasso_refit(masks, outputs, table, chosen, tol, max_iter, target_block)
+        weights, bias = _lasso_refit(masks, outputs, table, chosen, tol, max_iter, target_block,
+                                     device)
     return _result(weights, bias, "lasso", regularization, split, predicted,
                    outputs[split.scoring], masks.shape[0] if refit else split.fit.size, refit)
 
 
 def _lasso_refit(
     masks: np.ndarray, outputs: np.ndarray, table: np.ndarray, chosen: np.ndarray, tol: float,
-    max_iter: int, target_block: int,
+    max_iter: int, target_block: int, device: torch.device | None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weights ``[units, targets]`` and bias ``[targets]`` on all models, each target at its
     ``chosen`` row of the alpha ``table``, reached along the same warm-started path."""
     x, y, x_mean, y_mean = _centred(masks, outputs)
-    n, targets = y.shape
-    gram = _Gram(x)
-    xty = x.T @ y / n
-    yy = np.einsum("nt,nt->t", y, y) / n
-    del y
+    targets = y.shape[1]
+    problem = _LassoProblem.of(x, y, device)
+    del x, y
     weights = np.empty((masks.shape[1], targets))
     for start in range(0, targets, target_block):
         block = slice(start, min(start + target_block, targets))
         stop = int(chosen[block].max()) + 1  # no target of the block needs smaller alphas
-        for k, w in enumerate(_lasso_path_steps(gram, xty[:, block], yy[block],
-                                                table[:stop, block], tol, max_iter)):
+        for k, w in enumerate(problem.path(table[:stop], block, tol, max_iter)):
             here = chosen[block] == k
-            weights[:, block][:, here] = w[:, here]
+            if here.any():
+                weights[:, block][:, here] = _as_numpy(w)[:, here]
     return weights, y_mean - x_mean @ weights
 
 
@@ -769,7 +872,7 @@ def fit_datamodels(
     without it a seeded ``holdout_fraction`` of the completed models is held out (split into
     selection and scoring halves by :func:`split_models`). The result's ``selection_indices``
     and ``heldout_indices`` are sweep model indices too. ``device`` is where the fit runs (None:
-    NumPy on the CPU; see :func:`fit_ridge`; LASSO always runs on the CPU).
+    NumPy on the CPU; see :func:`fit_ridge` and :func:`fit_lasso`).
 
     Unlike :func:`estimate_influence`, this holds every completed model in memory: the masks
     bool ``[models, units]`` and the outputs float64 ``[models, targets]`` (``models x (units +

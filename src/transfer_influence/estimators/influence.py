@@ -39,9 +39,8 @@ def estimate_influence(
     ``difference_in_means`` computed in streamed blocks: the same numbers in bounded memory.
 
     ``device`` is a config's ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``):
-    ``ridge`` datamodels are fitted there with torch (on the CPU with NumPy/SciPy, see
-    :func:`~transfer_influence.devices.datamodel_device`); ``dim`` and ``lasso`` always run on
-    the CPU (``lasso`` warns when given a GPU).
+    ``ridge`` and ``lasso`` datamodels are fitted there with torch (on the CPU with NumPy/SciPy,
+    see :func:`~transfer_influence.devices.datamodel_device`); ``dim`` always runs on the CPU.
     """
     torch_device = datamodel_device(device)
     estimator = get_estimator(method)

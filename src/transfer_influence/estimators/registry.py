@@ -6,9 +6,9 @@ An *estimator* is a function ``estimator(masks, outputs, *, seed, device) -> Est
 float64 ``[models, targets]`` (one output variant of each model on each target example),
 ``seed`` for any random choice it makes (e.g. which models to hold out) and ``device`` the
 torch device the config's ``device`` names, or None for the CPU (an estimator may ignore it;
-``ridge`` fits there, ``dim`` and ``lasso`` run in NumPy on the CPU). Its :class:`Estimate` holds the
-influence ``[units, targets]`` (positive = the unit helps, on the variant's scale) and, when the
-estimator scores itself on held-out models, their linear datamodeling score.
+``ridge`` and ``lasso`` fit there, ``dim`` runs in NumPy on the CPU). Its :class:`Estimate`
+holds the influence ``[units, targets]`` (positive = the unit helps, on the variant's scale)
+and, when the estimator scores itself on held-out models, their linear datamodeling score.
 :func:`~transfer_influence.estimators.estimate_influence` (``--method`` on the command line)
 reads a store's completed models and wraps the estimate in an
 :class:`~transfer_influence.estimators.InfluenceResult` with the store's names and counts.
@@ -84,8 +84,7 @@ def _ridge(masks: np.ndarray, outputs: np.ndarray, *, seed: int,
 
 def _lasso(masks: np.ndarray, outputs: np.ndarray, *, seed: int,
            device: torch.device | None) -> Estimate:
-    """LASSO datamodel weights with the defaults of :func:`fit_lasso` (on the CPU: a GPU
-    ``device`` warns that it is not used)."""
+    """LASSO datamodel weights with the defaults of :func:`fit_lasso`, fitted on ``device``."""
     return _from_datamodels(fit_lasso(masks, outputs, seed=seed, device=device))
 
 

@@ -24,7 +24,7 @@ from ..models.base import TransferModel
 from ..outputs import TargetOutputs
 from ..recipe import Normalization, TrainRecipe
 from .linear_heads import fit_linear_heads
-from .objectives import Features, Head, Objective, recipe_objective
+from .objectives import Features, Head, Objective, recipe_objective, uses_labels
 from .preprocess import to_inputs
 from .trainer import DivergenceLog, Strategy, conv_layout, fit_models, model_generator
 
@@ -126,18 +126,20 @@ def finetune_group(
     with ``recipe`` (same group trainer and guarantees as pretraining), and return the stored
     outputs on ``target_test``, ``[models, targets]``. The input models are left unchanged.
     ``divergence`` records diverged models instead of raising (see :func:`fit_models`); their
-    outputs are then not finite.
+    outputs are then not finite. The objective (``objective``, else the one ``recipe.objective``
+    names) must learn from the labels: one that declares ``uses_labels = False`` is refused.
 
     ``proximal`` (alpha > 0) adds ``alpha ||W - W_pretrained||^2`` over the backbone parameters
     to every step's loss (Chen et al. 2020's proximal fine-tuning); it trains each model in the
     ``loop`` strategy, where the objective sees the model's own backbone. ``0`` leaves training
     exactly as without the option."""
     _check_inputs(models, target_train, target_test)
-    if recipe.objective != "cross_entropy":
+    if not uses_labels(recipe_objective(recipe) if objective is None else objective):
+        named = f"objective {recipe.objective!r}" if objective is None else "the given objective"
         raise TrainingError(
-            f"fine-tuning trains on the target labels, so its recipe needs objective ="
-            f" 'cross_entropy', got {recipe.objective!r}; self-supervised objectives are for"
-            " pretraining."
+            f"fine-tuning trains on the target labels, but {named} declares uses_labels ="
+            " False; give it an objective that learns from the labels (cross_entropy or your"
+            " own); self-supervised objectives are for pretraining."
         )
     if len(seeds) != len(models):
         raise TrainingError(f"got {len(seeds)} seeds for {len(models)} models; give one per model.")
