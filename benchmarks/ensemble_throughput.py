@@ -38,6 +38,17 @@ on two threads oneDNN sums the convolution gradients in another order (1e-8 apar
 epoch), so the trainer trains CNNs on one thread in every path and sweep stores record it
 (``conv_threads``).
 
+That command with the threads (2 repeats, seconds best / median), quiet machine (load average
+1.4, the benchmark itself) and loaded (3.6-4.0: another job on one core, a test suite at nice
+19): ``single`` 14.9 / 17.6 and 222.6 / 272.7; ``single_channels_last`` 10.5 / 12.3 and
+102.5 / 288.4; ``group_loop`` 19.2 / 19.2 and 17.9 / 19.3; ``group`` (``threads``) 9.7 / 10.6 and
+9.4 / 16.7: ``speedup`` 1.53 (median 1.66) quiet, 23.6 (16.3) loaded. Quiet, the threads do the
+one-thread loop's work 1.97x faster (60% of the 193 GFLOP/s matmul peak); loaded, the two-thread
+baseline collapses and the ratio says more about the load than about the trainer, so the quiet
+run is the one that shows the bar of 1.5 met. Before the threads (channels-last loop on 2
+intra-op threads), three runs under load average 6-15 gave ``speedup`` 2.58, 1.17 and 1.45, and
+a nearly idle one 1.41.
+
 Where the gain comes from (self CPU time under ``torch.profiler`` of 5 steps of the NCHW loop
 of 8 models, against ``--profile`` of the group trainer over 64 steps): NCHW
 ``max_pool2d_with_indices`` takes 30% of a step (10.9 ms a call, a scalar loop per channel),
