@@ -42,7 +42,8 @@ That command with the threads (2 repeats, seconds best / median), quiet machine 
 1.4, the benchmark itself) and loaded (3.6-4.0: another job on one core, a test suite at nice
 19): ``single`` 14.9 / 17.6 and 222.6 / 272.7; ``single_channels_last`` 10.5 / 12.3 and
 102.5 / 288.4; ``group_loop`` 19.2 / 19.2 and 17.9 / 19.3; ``group`` (``threads``) 9.7 / 10.6 and
-9.4 / 16.7: ``speedup`` 1.53 (median 1.66) quiet, 23.6 (16.3) loaded. Quiet, the threads do the
+9.4 / 16.7: ``speedup`` 1.53 (median 1.66) quiet, 23.6 (16.3) loaded; a second quiet run
+(load 1.4): 16.4 / 16.8, 11.2 / 12.0, 18.4 / 19.0, 9.8 / 9.9, ``speedup`` 1.68 (median 1.69). Quiet, the threads do the
 one-thread loop's work 1.97x faster (60% of the 193 GFLOP/s matmul peak); loaded, the two-thread
 baseline collapses and the ratio says more about the load than about the trainer, so the quiet
 run is the one that shows the bar of 1.5 met. Before the threads (channels-last loop on 2
