@@ -11,12 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from transfer_influence.config import load_config
 from transfer_influence.errors import StoreError
 from transfer_influence.sweep.plan import SweepPlan
 from transfer_influence.sweep.runners import init_store, run_local, run_ray, run_shard
 from transfer_influence.sweep.store import SweepStore
+from transfer_influence.training import trainer
 
 from .conftest import assert_same_store, kill_when_completed, write_sweep_config
 
@@ -208,3 +210,32 @@ def test_ray_run_killed_mid_group_then_rerun(tmp_path: Path):
     assert rerun.returncode == 0 and "24/24 models complete" in rerun.stdout, rerun.stderr
     reference = run_local(load_config(config("reference.zarr")), quiet=True)
     assert_same_store(SweepStore.open(tmp_path / "ray.zarr"), reference)
+
+
+def test_cnn_sweep_trains_in_threads_and_grows_bit_identically(tmp_path: Path, monkeypatch):
+    """`run` trains CNNs with the threads strategy (through `auto`) and records their numerics;
+    a CNN store grown from 2 to 4 models on one worker equals a 4-model sweep on two, bit for
+    bit (each model trains on one intra-op thread whatever the pool)."""
+    def config(store: str, num_models: int) -> Path:
+        path = write_sweep_config(tmp_path, store=store, num_models=num_models, group_size=2,
+                                  epochs=1)
+        path.write_text(path.read_text().replace('name = "mlp"', 'name = "small_cnn"')
+                        .replace("width = 32\ndepth = 1", "width = 2"))
+        return path
+
+    pools = []
+    original = trainer._fit_threads
+    monkeypatch.setattr(trainer, "_fit_threads", lambda models, *args: (
+        pools.append((len(models), torch.get_num_threads())), original(models, *args))[1])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        fresh = run_local(load_config(config("fresh.zarr", 4)), quiet=True)
+        torch.set_num_threads(1)
+        run_local(load_config(config("grown.zarr", 2)), quiet=True)
+        grown = run_local(load_config(config("grown.zarr", 4)), quiet=True)
+    finally:
+        torch.set_num_threads(before)
+    assert pools == [(2, 2), (2, 2), (2, 1), (2, 1)]
+    assert fresh.numerics == {"conv_layout": "channels_last", "conv_threads": "1"}
+    assert_same_store(grown, fresh)

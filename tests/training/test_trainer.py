@@ -1,6 +1,7 @@
-"""Group trainer: group == alone for both strategies, reproducibility, SGD semantics, errors."""
+"""Group trainer: group == alone for every strategy, reproducibility, SGD semantics, errors."""
 
 import contextlib
+import threading
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from transfer_influence.training import (
     conv_numerics,
     fit_models,
     model_generator,
+    one_intra_op_thread,
     pretrain_group,
     random_layers,
     subset_indices,
@@ -60,7 +62,8 @@ def test_subset_sizes_differ(source):
 
 
 @pytest.mark.parametrize(("name", "strategy"), [("mlp", "loop"), ("mlp", "vmap"), ("mlp", "bmm"),
-                                               ("small_cnn", "loop"), ("small_cnn", "vmap")])
+                                               ("small_cnn", "loop"), ("small_cnn", "vmap"),
+                                               ("small_cnn", "threads")])
 def test_group_equals_alone(source, name, strategy):
     group = train_group(builder(name), source, MASKS, unit="class", seeds=SEEDS, recipe=RECIPE,
                         strategy=strategy)
@@ -94,6 +97,87 @@ def test_cnn_group_trainer_equals_plain_nchw_loop(source, monkeypatch):
         torch.testing.assert_close(flat(a), flat(b), rtol=1e-4, atol=1e-5)  # ...at rounding
 
 
+def fit_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("transfer-influence-fit")]
+
+
+@pytest.fixture
+def two_threads():
+    """The caller's intra-op threads set to 2 (the threads strategy's pool size), restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_threaded_cnn_is_bit_identical_to_alone_and_to_the_loop(source, two_threads):
+    """A CNN trained in a threaded group equals the same CNN trained alone, in the loop, and in
+    a pool of one worker, bit for bit (each trains on one intra-op thread whatever the pool); the
+    caller's thread count is restored and no worker thread outlives the call."""
+    kwargs = {"unit": "class", "recipe": RECIPE}
+    group = train_group(builder("small_cnn"), source, MASKS, seeds=SEEDS, strategy="threads",
+                        **kwargs)
+    assert torch.get_num_threads() == 2 and not fit_threads()
+    looped = train_group(builder("small_cnn"), source, MASKS, seeds=SEEDS, strategy="loop",
+                         **kwargs)
+    torch.set_num_threads(1)  # a pool of one worker
+    one_worker = train_group(builder("small_cnn"), source, MASKS, seeds=SEEDS,
+                             strategy="threads", **kwargs)
+    assert torch.get_num_threads() == 1
+    for g in range(len(SEEDS)):
+        alone = train_group(builder("small_cnn"), source, MASKS[g:g + 1], seeds=SEEDS[g:g + 1],
+                            strategy="threads", **kwargs)[0]
+        for other in (alone, looped[g], one_worker[g]):
+            assert torch.equal(flat(group[g]), flat(other))
+    assert not torch.equal(flat(group[0]), flat(group[1]))
+
+
+def test_one_intra_op_thread_changes_cnn_numerics(source, two_threads, monkeypatch):
+    """What ``conv_threads`` records is a real numeric change: the same CNN trained on the
+    caller's two intra-op threads differs at float rounding (so it must not be mixed into a
+    store); MLPs and other devices are left alone."""
+    kwargs = {"unit": "class", "recipe": RECIPE, "seeds": SEEDS[:1], "strategy": "loop"}
+    one = train_group(builder("small_cnn"), source, MASKS[:1], **kwargs)[0]
+    monkeypatch.setattr(trainer, "one_intra_op_thread", lambda model, device:
+                        contextlib.nullcontext())
+    two = train_group(builder("small_cnn"), source, MASKS[:1], **kwargs)[0]
+    assert not torch.equal(flat(one), flat(two))
+    torch.testing.assert_close(flat(one), flat(two), rtol=1e-5, atol=1e-6)
+    monkeypatch.undo()
+    for model, device, inside in [(builder("small_cnn")(), "cpu", 1), (builder("mlp")(), "cpu", 2),
+                                  (builder("small_cnn")(), "meta", 2)]:
+        with one_intra_op_thread(model, torch.device(device)):
+            assert torch.get_num_threads() == inside
+        assert torch.get_num_threads() == 2
+
+
+def test_threads_propagate_errors_and_show_progress(source, two_threads, monkeypatch, capsys):
+    """A model failing in a worker raises its error in the caller (the models not yet started
+    are cancelled, none is left running); every model's progress bar is drawn."""
+    started = []
+    original = trainer._fit_loop
+
+    def failing(model, stream, batcher, n, recipe, objective, progress, index, *args, **kw):
+        started.append(index)
+        if index == 0:
+            raise RuntimeError("planted failure in model 0")
+        return original(model, stream, batcher, n, recipe, objective, progress, index, *args,
+                        **kw)
+
+    monkeypatch.setattr(trainer, "_fit_loop", failing)
+    masks = np.repeat(MASKS[:1], 20, axis=0)
+    with pytest.raises(RuntimeError, match="planted failure in model 0"):
+        train_group(builder("small_cnn"), source, masks, unit="class", seeds=range(20),
+                    recipe=RECIPE, strategy="threads")
+    assert 0 in started and len(started) < 20 and not fit_threads()
+    assert torch.get_num_threads() == 2
+    monkeypatch.undo()
+    train_group(builder("small_cnn"), source, MASKS, unit="class", seeds=SEEDS, recipe=RECIPE,
+                strategy="threads", progress=True)
+    err = capsys.readouterr().err
+    assert all(f"model {g}: 100%" in err for g in range(len(SEEDS)))
+
+
 def test_conv_layout_is_channels_last_inside_and_restored():
     cnn = builder("small_cnn")()
     before = flat(cnn)
@@ -103,7 +187,7 @@ def test_conv_layout_is_channels_last_inside_and_restored():
         assert not any(m.weight.is_contiguous() for m in convs if m.in_channels > 1)
     assert all(p.is_contiguous() for p in cnn.parameters())
     assert torch.equal(flat(cnn), before)
-    assert conv_numerics(cnn) == {"conv_layout": "channels_last"}
+    assert conv_numerics(cnn) == {"conv_layout": "channels_last", "conv_threads": "1"}
     assert conv_numerics(builder("mlp")()) is None
 
     class Scale(torch.nn.Module):  # a user's layer, which may view its input as NCHW
@@ -234,8 +318,10 @@ def test_auto_strategy():
     with pytest.raises(TrainingError, match="'bmm' needs a plain MLP"):
         choose_strategy("bmm", cpu, cnn)
     assert choose_strategy("auto", cpu, big_mlp, objective=custom) == "loop"
-    assert choose_strategy("auto", cpu, cnn) == "loop"
+    assert choose_strategy("auto", cpu, cnn) == "threads"
     assert choose_strategy("auto", cuda, cnn) == "vmap"
+    with pytest.raises(TrainingError, match="'threads' trains on the CPU, got device 'cuda'"):
+        choose_strategy("threads", cuda, cnn)
     assert choose_strategy("vmap", cpu, big_mlp) == "vmap"
     assert choose_strategy("loop", cpu, small_mlp) == "loop"
 
@@ -292,6 +378,8 @@ def test_auto_strategy_for_user_models():
         choose_strategy("vmap", cpu, with_dropout)
     with pytest.raises(TrainingError, match="'bmm' needs a plain MLP"):
         choose_strategy("bmm", cpu, with_dropout)
+    with pytest.raises(TrainingError, match=r"'threads' cannot train a model with random layers"):
+        choose_strategy("threads", cpu, with_dropout)
 
 
 def test_dropout_is_seeded_per_model(source):
@@ -332,7 +420,7 @@ def test_observer_sees_every_presentation_and_needs_the_loop(source):
                     recipe=recipe, observe=observe)
 
 
-@pytest.mark.parametrize("strategy", ["loop", "vmap", "bmm"])
+@pytest.mark.parametrize("strategy", ["loop", "vmap", "bmm", "threads"])
 def test_divergence_is_recorded_and_spares_the_rest_of_the_group(source, strategy, monkeypatch):
     """Class "c" (kept by models 1 and 2) has saturated images whose inputs are scaled by 1e30:
     those models diverge; with a DivergenceLog they are recorded and model 0 trains exactly as

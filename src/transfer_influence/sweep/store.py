@@ -159,7 +159,7 @@ class SweepStore:
         """Create an empty store; fails if anything already exists at ``path``.
 
         ``numerics`` records how the models compute where that changes results at float rounding
-        but not the config (``{"conv_layout": "channels_last"}`` for CNNs, see
+        but not the config (``{"conv_layout": "channels_last", "conv_threads": "1"}`` for CNNs, see
         :func:`~transfer_influence.training.conv_numerics`); :meth:`open_or_create` refuses to
         add models computed otherwise. Per model and target it keeps the four reduced numbers
         of :class:`TargetOutputs`, from which every output variant is computed.

@@ -21,9 +21,12 @@ share its group (results never depend on scheduling: docs/architecture.md, "Conv
 per epoch taken from the group's largest subset were rejected because they would make a model
 depend on its group.
 
-Three strategies compute the same thing:
+Four strategies compute the same thing:
 
 - ``loop``: one model after another with ``torch.optim.SGD`` (the plain PyTorch way);
+- ``threads`` (CPU): the loop's per-model training, run for several models at once in a pool of
+  Python threads (PyTorch releases the GIL inside its ops), as many as the caller's intra-op
+  threads (``torch.get_num_threads()``), each model on one intra-op thread;
 - ``vmap``: parameters stacked with ``torch.func.stack_module_state``, per-model gradients from
   ``vmap(grad_and_value(functional_call ...))``, and PyTorch's own (fused) SGD kernel applied to
   the stacked tensors, one learning rate per model;
@@ -38,19 +41,24 @@ under every strategy; ``bmm`` handles cross-entropy only. An optional observer s
 batch and logits under ``loop`` (per-presentation statistics such as forgetting events).
 
 ``auto`` picks ``loop`` for a model with random layers (dropout: under ``vmap`` a model's
-draws would depend on which models share its group, see :func:`random_layers`) or with layers
-defined outside ``torch.nn`` and this package (a user's model, which may not run under
-``vmap``); otherwise ``vmap`` on CUDA. On CPU it picks ``bmm`` for plain MLPs with the default
-objective, ``vmap`` for other small convolution-free models (at most ``SMALL_MODEL_PARAMETERS``
-parameters, where per-step overhead, not arithmetic, bounds the loop), ``loop`` otherwise. In the
+draws would depend on which models share its group, see :func:`random_layers`; under
+``threads`` they would come from one process-wide generator) or with layers defined outside
+``torch.nn`` and this package (a user's model, which may not run under ``vmap`` or be
+thread-safe); otherwise ``vmap`` on CUDA. On CPU it picks ``bmm`` for plain MLPs with the default
+objective, ``threads`` for models with convolutions, ``vmap`` for other small models (at most
+``SMALL_MODEL_PARAMETERS`` parameters, where per-step overhead, not arithmetic, bounds the loop),
+``loop`` otherwise. In the
 loop, a model's global-RNG draws (dropout) come from a seed derived from its own seed, inside
 :func:`~transfer_influence.models.base.forked_rng`, so they too are reproducible and do not
 depend on the other models of the group.
 
 Models of library layers with 2-D convolutions run them channels-last (:func:`conv_layout`)
-wherever they train in the loop or extract features, so a model's numbers never depend on which
-group or path computed them; it is a deliberate change from PyTorch's default NCHW at float
-rounding, recorded in sweep stores (:func:`conv_numerics`). Under ``vmap`` (CUDA) they stay NCHW.
+wherever they train in the loop or extract features, and train (``loop`` and ``threads``, CPU)
+on one intra-op thread per model (:func:`one_intra_op_thread`: oneDNN's convolution gradients
+are summed in another order on two threads, 1e-8 apart after one epoch), so a model's numbers
+never depend on which group, path, worker count or machine computed them; both are deliberate
+changes at float rounding, recorded in sweep stores (:func:`conv_numerics`). Under ``vmap``
+(CUDA) they stay NCHW.
 
 Measured on a 2-core CPU (torch 2.13, ``benchmarks/ensemble_throughput.py``, idle machine),
 speed against the plain one-model loop and share of the float32 matmul peak:
@@ -62,16 +70,19 @@ speed against the plain one-model loop and share of the float32 matmul peak:
 - MLP 784-512-512-20, batch 256, 8 models (``--quick``): bmm 1.2-1.3x, 79-83% of peak (loop
   60-70%);
 - MLP 784-128-20 / 784-256-20 / 784-1024-20, batch 64: bmm 2.0x / 1.3x / 1.2x;
-- small CNN (width 16, batch 64, 8 models; loaded machine): the loop in channels-last 1.1-3.0x
-  the NCHW loop (NCHW max-pooling alone took 30% of a step); vmapped or grouped convolutions and
-  ``torch.compile`` were no faster than the loop. ResNet-18 (batch 16, 32x32): channels-last and
-  NCHW indistinguishable (medians 2.80 s and 2.86 s a step).
+- small CNN (width 16, batch 64, 8 models): the loop in channels-last 1.1-3.0x the NCHW loop
+  (NCHW max-pooling alone took 30% of a step); vmapped or grouped convolutions and
+  ``torch.compile`` were no faster than the loop; one model per core (``threads``) beats two
+  intra-op threads per model, whose small parallel regions (oneDNN, OpenMP) scale poorly and
+  collapse when another job holds a core. ResNet-18 (batch 16, 32x32): channels-last and NCHW
+  indistinguishable (medians 2.80 s and 2.86 s a step).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -92,7 +103,7 @@ from ..recipe import TrainRecipe
 from .objectives import Objective, objective_views, recipe_objective
 from .preprocess import to_inputs
 
-Strategy = Literal["auto", "vmap", "loop", "bmm"]
+Strategy = Literal["auto", "vmap", "loop", "bmm", "threads"]
 Unit = Literal["class", "example"]
 Observer = Callable[[int, int, np.ndarray, torch.Tensor], None]
 """``observe(model, step, index, logits)``: model ``model`` of the group is about to take
@@ -310,26 +321,33 @@ def _library_layers_only(model: torch.nn.Module) -> bool:
 
 
 def choose_strategy(strategy: Strategy, device: torch.device, model: TransferModel,
-                    objective: Objective | None = None) -> Literal["vmap", "loop", "bmm"]:
+                    objective: Objective | None = None
+                    ) -> Literal["vmap", "loop", "bmm", "threads"]:
     """Resolve ``auto`` (see module docstring): ``loop`` for a model with random layers or
     layers from outside ``torch.nn`` and this package; else ``vmap`` on CUDA; on CPU, ``bmm``
     for a plain MLP trained with the default cross-entropy objective (whatever its size),
-    ``vmap`` for other small models without convolutions, ``loop`` for the rest. The choice
-    depends only on the model, objective and device, so results stay a pure function of the
-    configuration. ``vmap`` is refused for a model with random layers."""
-    if strategy not in ("auto", "vmap", "loop", "bmm"):
-        raise TrainingError(f"strategy must be 'auto', 'vmap', 'loop' or 'bmm', got {strategy!r}.")
+    ``threads`` for a model with convolutions, ``vmap`` for other small models, ``loop`` for the
+    rest. The choice depends only on the model, objective and device (not on the number of
+    cores: ``threads`` gives the same numbers on any), so results stay a pure function of the
+    configuration. ``vmap`` and ``threads`` are refused for a model with random layers,
+    ``threads`` off the CPU."""
+    if strategy not in ("auto", "vmap", "loop", "bmm", "threads"):
+        raise TrainingError("strategy must be 'auto', 'vmap', 'loop', 'bmm' or 'threads', got"
+                            f" {strategy!r}.")
     hand_batchable = objective is None and mlp_layers(model) is not None
     if strategy == "bmm" and not hand_batchable:
         raise TrainingError("strategy 'bmm' needs a plain MLP (model name 'mlp') and the default"
                             " cross-entropy objective; use 'vmap' or 'loop' for this model.")
     random = random_layers(model)
-    if strategy == "vmap" and random:
+    if strategy in ("vmap", "threads") and random:
         raise TrainingError(
-            f"strategy 'vmap' cannot train a model with random layers ({', '.join(random)}):"
-            " each model's draws would depend on the other models of its group; use 'loop'"
-            " (what 'auto' picks)."
+            f"strategy {strategy!r} cannot train a model with random layers"
+            f" ({', '.join(random)}): each model's draws would depend on the other models of"
+            " its group; use 'loop' (what 'auto' picks)."
         )
+    if strategy == "threads" and device.type != "cpu":
+        raise TrainingError(f"strategy 'threads' trains on the CPU, got device {str(device)!r};"
+                            " use 'auto' (or 'vmap' or 'loop') on other devices.")
     if strategy != "auto":
         return strategy
     if random or not _library_layers_only(model):
@@ -338,9 +356,10 @@ def choose_strategy(strategy: Strategy, device: torch.device, model: TransferMod
         return "vmap"
     if hand_batchable:
         return "bmm"
+    if any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules()):
+        return "threads"
     small = sum(p.numel() for p in model.parameters()) <= SMALL_MODEL_PARAMETERS
-    convolutional = any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
-    return "vmap" if small and not convolutional else "loop"
+    return "vmap" if small else "loop"
 
 
 class _IndexStream:
@@ -475,14 +494,22 @@ def fit_models(
         _fit_bmm(models, streams, batcher, sizes, recipe, progress, divergence)
     elif chosen == "vmap":
         _fit_vmap(models, streams, batcher, sizes, recipe, objective, progress, divergence)
+    elif chosen == "threads":
+        _fit_threads(models, streams, batcher, sizes, recipe, objective, progress, divergence)
     else:
         for g, (model, stream, n) in enumerate(zip(models, streams, sizes)):
-            # dropout draws seeded; convolutions in the layout every CNN path uses
-            with forked_rng(_global_draws_seed(stream.generator), device), conv_layout(model):
+            # dropout draws seeded; convolutions in the layout and threading every CNN path uses
+            with (forked_rng(_global_draws_seed(stream.generator), device), conv_layout(model),
+                  one_intra_op_thread(model, device)):
                 _fit_loop(model, stream, batcher, n, recipe, objective, progress, g, observe,
                           divergence)
     return models
 
+
+CONV_THREADS = "1"
+"""Intra-op threads a model with 2-D convolutions trains on (CPU, ``loop`` and ``threads``):
+recorded beside :data:`CONV_LAYOUT`, because the number of threads changes the order in which
+oneDNN sums a convolution's gradients, hence the results at float rounding."""
 
 CONV_LAYOUT = "channels_last"
 """The memory layout in which models with 2-D convolutions train (``loop``) and extract
@@ -499,11 +526,34 @@ def runs_channels_last(model: torch.nn.Module) -> bool:
 
 
 def conv_numerics(model: torch.nn.Module) -> dict[str, str] | None:
-    """``{"conv_layout": CONV_LAYOUT}`` for a model it applies to (:func:`runs_channels_last`),
-    None for any other:
-    what a sweep store records and checks so that models trained under another layout (an earlier
-    version trained CNNs in NCHW) are never mixed into one store."""
-    return {"conv_layout": CONV_LAYOUT} if runs_channels_last(model) else None
+    """``{"conv_layout": CONV_LAYOUT, "conv_threads": CONV_THREADS}`` for a model they apply to
+    (:func:`runs_channels_last`), None for any other: what a sweep store records and checks so
+    that models computed otherwise (earlier versions trained CNNs in NCHW, then channels-last on
+    all intra-op threads) are never mixed into one store."""
+    if not runs_channels_last(model):
+        return None
+    return {"conv_layout": CONV_LAYOUT, "conv_threads": CONV_THREADS}
+
+
+@contextmanager
+def one_intra_op_thread(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
+    """Run the block (one model's training) on :data:`CONV_THREADS` intra-op thread when the
+    model is one :func:`conv_numerics` applies to and trains on the CPU, then give the calling
+    thread back its thread count.
+
+    ``torch.set_num_threads`` sets the calling thread's OpenMP thread count (each Python thread
+    has its own) and the default of threads PyTorch starts later (one for the whole process), so
+    the count is restored afterwards in every thread that set it.
+    """
+    if device.type != "cpu" or not runs_channels_last(model):
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(CONV_THREADS))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 @contextmanager
@@ -579,6 +629,43 @@ def _fit_loop(model: TransferModel, stream: _IndexStream, batcher: _Batcher, n: 
             _check_finite(loss, np.array([step]), np.array([index]), divergence)
             if divergence is not None and divergence.diverged[index]:
                 return  # recorded; its remaining steps would only compute NaNs
+
+
+def _fit_threads(models: list[TransferModel], streams: list[_IndexStream], batcher: _Batcher,
+                 sizes: list[int], recipe: TrainRecipe, objective: Objective, progress: bool,
+                 divergence: DivergenceLog | None) -> None:
+    """Train the models as the loop does, several at once: a pool of as many Python threads as
+    the caller's intra-op threads (at most one per model), each model on one intra-op thread
+    (:func:`one_intra_op_thread`, whatever the pool's size, so a model's numbers do not depend
+    on it). Small convolutions split over two intra-op threads keep both cores only partly busy
+    (oneDNN's and OpenMP's per-op synchronisation), while one model per core keeps each busy.
+
+    Models share only the read-only batcher; each draws from its own generator and writes its own
+    entries of ``divergence``. Models without random layers only (:func:`choose_strategy`), so
+    no global-RNG draws are forked. The first error raised in a worker cancels the models not yet
+    started, waits for the running ones and is raised here; the pool's threads have ended when
+    this returns or raises.
+    """
+    threads = torch.get_num_threads()
+    workers = min(len(models), threads)
+    device = torch.device("cpu")
+
+    def fit(g: int) -> None:
+        with conv_layout(models[g]), one_intra_op_thread(models[g], device):
+            _fit_loop(models[g], streams[g], batcher, sizes[g], recipe, objective, progress, g,
+                      divergence=divergence)
+
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="transfer-influence-fit") as pool:
+            futures = [pool.submit(fit, g) for g in range(len(models))]
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            failed = [f for f in futures if f in done and f.exception() is not None]
+            if failed:
+                for future in futures:
+                    future.cancel()
+                failed[0].result()
+    finally:  # a worker may have left PyTorch's default for new threads at one
+        torch.set_num_threads(threads)
 
 
 def _global_draws_seed(generator: torch.Generator) -> int:
