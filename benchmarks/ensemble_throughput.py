@@ -43,12 +43,12 @@ That command with the threads (2 repeats, seconds best / median), quiet machine 
 19): ``single`` 14.9 / 17.6 and 222.6 / 272.7; ``single_channels_last`` 10.5 / 12.3 and
 102.5 / 288.4; ``group_loop`` 19.2 / 19.2 and 17.9 / 19.3; ``group`` (``threads``) 9.7 / 10.6 and
 9.4 / 16.7: ``speedup`` 1.53 (median 1.66) quiet, 23.6 (16.3) loaded; a second quiet run
-(load 1.4): 16.4 / 16.8, 11.2 / 12.0, 18.4 / 19.0, 9.8 / 9.9, ``speedup`` 1.68 (median 1.69). Quiet, the threads do the
-one-thread loop's work 1.97x faster (60% of the 193 GFLOP/s matmul peak); loaded, the two-thread
-baseline collapses and the ratio says more about the load than about the trainer, so the quiet
-run is the one that shows the bar of 1.5 met. Before the threads (channels-last loop on 2
-intra-op threads), three runs under load average 6-15 gave ``speedup`` 2.58, 1.17 and 1.45, and
-a nearly idle one 1.41.
+(load 1.4): 16.4 / 16.8, 11.2 / 12.0, 18.4 / 19.0, 9.8 / 9.9, ``speedup`` 1.68 (median 1.69).
+Quiet, the threads do the one-thread loop's work 1.97x faster (60% of the 193 GFLOP/s matmul
+peak); loaded, the two-thread baseline collapses and the ratio says more about the load than
+about the trainer, so the quiet run is the one that shows the bar of 1.5 met. Before the
+threads (channels-last loop on 2 intra-op threads), three runs under load average 6-15 gave
+``speedup`` 2.58, 1.17 and 1.45, and a nearly idle one 1.41.
 
 Where the gain comes from (self CPU time under ``torch.profiler`` of 5 steps of the NCHW loop
 of 8 models, against ``--profile`` of the group trainer over 64 steps): NCHW

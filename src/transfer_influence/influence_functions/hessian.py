@@ -4,7 +4,8 @@ products, per-example gradients and inverse-Hessian-vector products (IHVPs).
 Everything works on *flat* parameter vectors: a :class:`ParamLayout` maps a model's named
 parameters (or a group of them, such as ``backbone.*``) to one 1-D tensor and back, and losses
 are functions ``theta -> scalar`` built with ``torch.func.functional_call``. The Hessian is never
-materialised except by :func:`ihvp_exact` (:class:`ExactHessian`), which refuses anything but tiny problems:
+materialised except by :func:`ihvp_exact` (:class:`ExactHessian`), which refuses anything but
+tiny problems:
 
 - :func:`hvp` is forward-over-reverse (``jvp`` of ``grad``), one extra forward pass per product;
 - :func:`per_example_grads` is ``vmap(grad)`` over a batch;
